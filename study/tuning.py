@@ -1,0 +1,189 @@
+"""The thin layer that knows Ray Tune: trainable, MLflow callback, searcher and Tuner.
+
+Everything below it (training, losses, metrics, data, tracking) runs without Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import SearchSpace, build_sampler
+from study.config import StudyConfig, TrialConfig
+from study.data.bundle import DataBundle
+from study.losses import loss_family
+from study.seeding import SeedGroupSearcher
+from study.tracking import StudyTracker
+from study.train import OBJECTIVES, train_trial
+
+logger = logging.getLogger(__name__)
+
+OPTUNA_STUDY_NAME = "study"
+OPTUNA_FILE = "optuna.db"
+
+
+def trainable(config: dict[str, Any], data: DataBundle) -> None:
+    """Ray Tune function trainable: one trial of ``train_trial``, resumed from Tune's checkpoint."""
+    trial_config = TrialConfig.from_mapping(config)
+
+    def report(metrics: dict[str, float], folder: Path) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        train_trial(trial_config, data, report)
+        return
+    with checkpoint.as_directory() as folder:
+        train_trial(trial_config, data, report, resume_from=Path(folder))
+
+
+def trial_tags(config: dict[str, Any]) -> dict[str, str]:
+    """Return the flat MLflow tags that group and filter trials in the MLflow UI."""
+    trial = TrialConfig.from_mapping(config)
+    return {
+        "loss_family": loss_family(trial.loss_schedule, trial.ce_weight),
+        "architecture": trial.architecture,
+        "encoder": trial.encoder,
+        "seed": str(trial.seed),
+        "config_id": trial.config_id,
+        "loss_setting": trial.loss_setting,
+    }
+
+
+def _error_reason(trial) -> str:
+    error = trial.get_error()
+    if error is None:
+        return "unknown error (see the trial's error file in the study folder)"
+    cause = getattr(error, "cause", None) or error
+    return f"{type(cause).__name__}: {cause}".strip()
+
+
+class MLflowTrialCallback(tune.Callback):
+    """Mirror every trial into an MLflow child run from the driver.
+
+    Ray's ``MLflowLoggerCallback`` logs from the driver too, but gives every trial the same tags
+    and records no failure reason; the study needs per-trial tags (loss family, seed,
+    configuration id), a parent run, and the reason a trial failed.
+    """
+
+    def __init__(self, tracker: StudyTracker) -> None:
+        self.tracker = tracker
+        self.run_ids: dict[str, str] = {}
+
+    def _run_id(self, trial) -> str:
+        if trial.trial_id not in self.run_ids:
+            params = TrialConfig.from_mapping(trial.config).to_dict()
+            tags = {**trial_tags(trial.config), "ray_trial_id": trial.trial_id, "trial_path": trial.path}
+            name = f"{params['config_id']}-seed{params['seed']}" if params["config_id"] else trial.trial_id
+            self.run_ids[trial.trial_id] = self.tracker.start_trial(name, params, tags)
+        return self.run_ids[trial.trial_id]
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._run_id(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        step = int(result.get("epoch", result.get("training_iteration", 0)))
+        self.tracker.log_metrics(self._run_id(trial), _user_metrics(result), step=step)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        result = trial.last_result or {}
+        values = {key: result.get(key) for key in OBJECTIVES}
+        params = {key: trial.config.get(key) for key in ("ce_weight", "loss_schedule", "dice_variant", "architecture", "encoder", "seed")}
+        logger.info("trial %s finished: %s | %s", trial.trial_id, _format(values), _format(params))
+        self.tracker.end_trial(self._run_id(trial), failed=False)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        reason = _error_reason(trial)
+        logger.error("trial %s failed: %s", trial.trial_id, reason)
+        self.tracker.end_trial(self._run_id(trial), failed=True, reason=reason)
+
+
+# Ray adds bookkeeping keys to every result (time_this_iter_s, pid, ...); MLflow gets the
+# trial's own metrics only.
+_RAY_KEYS = {
+    "timestamp", "training_iteration", "time_this_iter_s", "time_total_s", "pid", "node_ip",
+    "time_since_restore", "iterations_since_restore", "done", "should_checkpoint",
+    "checkpoint_dir_name", "date", "hostname", "trial_id", "experiment_tag",
+}
+
+
+def _user_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in result.items() if key not in _RAY_KEYS and key != "config"}
+
+
+def _format(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        parts.append(f"{key}={value:.4f}" if isinstance(value, float) else f"{key}={value}")
+    return " ".join(parts)
+
+
+class DefineByRun:
+    """A space's sample function that also tags each configuration with its Optuna trial number.
+
+    A class rather than a closure, because Tune pickles the searcher into every experiment
+    checkpoint.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
+        derived = self.space.sample(trial) or {}
+        return {**derived, "config_id": f"c{trial.number:04d}"}
+
+
+def build_searcher(
+    space: SearchSpace, study: StudyConfig, base_config: dict[str, Any]
+) -> SeedGroupSearcher:
+    """Build the Optuna searcher (stored in SQLite in the study folder), wrapped for seeds."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study.storage) / OPTUNA_FILE}")
+    inner = OptunaSearch(
+        space=DefineByRun(space),
+        metric=list(OBJECTIVES),
+        mode=["max", "max"],
+        points_to_evaluate=[dict(point) for point in space.initial_points] or None,
+        sampler=build_sampler(space, study.sampler, study.sampler_seed),
+        study_name=OPTUNA_STUDY_NAME,
+        storage=storage,
+    )
+    seeds = [study.seed_offset + index for index in range(study.seeds)]
+    return SeedGroupSearcher(inner, list(OBJECTIVES), seeds, base_config)
+
+
+def trial_folder_name(trial) -> str:
+    """Name trial folders by trial id; Tune's default packs the whole config into the name."""
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(
+    space: SearchSpace,
+    study: StudyConfig,
+    data: DataBundle,
+    tracker: StudyTracker,
+    base_config: dict[str, Any],
+    num_configs: int,
+) -> tune.Tuner:
+    """Assemble the Tuner: resources per trial, searcher, storage, checkpoints and callbacks."""
+    resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    runnable = tune.with_resources(tune.with_parameters(trainable, data=data), resources)
+    run_config = tune.RunConfig(
+        name=study.name,
+        storage_path=str(Path(study.storage) / "ray"),
+        callbacks=[MLflowTrialCallback(tracker)],
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=study.max_failures),
+        verbose=1,
+    )
+    tune_config = tune.TuneConfig(
+        search_alg=build_searcher(space, study, base_config),
+        num_samples=num_configs * study.seeds,
+        max_concurrent_trials=study.max_concurrent,
+        trial_dirname_creator=trial_folder_name,
+    )
+    return tune.Tuner(runnable, tune_config=tune_config, run_config=run_config)

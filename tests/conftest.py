@@ -1,0 +1,36 @@
+"""Shared fixtures: the real-data root and a helper that runs the study command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_VARIABLE = "LESION_STUDY_DATA"
+
+
+@pytest.fixture
+def real_data_root() -> Path:
+    """The folder holding the public lesion datasets; skips the test when it is not set."""
+    value = os.environ.get(DATA_VARIABLE)
+    if not value:
+        pytest.skip(f"{DATA_VARIABLE} is not set; point it at the folder holding kvasir_seg/, fuseg_train/, ...")
+    root = Path(value)
+    if not root.is_dir():
+        pytest.skip(f"{DATA_VARIABLE}={value} is not a folder")
+    return root
+
+
+def run_study_command(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m study.run`` in a subprocess (its own Ray runtime, stopped on exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "study.run", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
