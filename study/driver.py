@@ -184,6 +184,7 @@ def run_study(study: StudyConfig, space: SearchSpace, base_config: dict[str, Any
         config_file = save_study_file(study, folder)
         tracker.start_study(study.to_dict(), resume=bool(study.resume))
         tracker.log_artifact(config_file)
+        tracker.set_tags(tracker.parent_run_id, {"data": data.description, "data_hash": data.content_hash})
         if data.warnings:
             warnings_file = folder / "data_warnings.txt"
             warnings_file.write_text("\n".join(data.warnings) + "\n")

@@ -125,6 +125,9 @@ class StudyTracker:
         timestamp = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(key, value, timestamp, step) for key, value in values.items()])
 
+    def log_dict(self, run_id: str, values: Mapping[str, Any], artifact_file: str) -> None:
+        self.client.log_dict(run_id, dict(values), artifact_file)
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(key, str(value)) for key, value in tags.items()])
 

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 OPTUNA_STUDY_NAME = "study"
 OPTUNA_FILE = "optuna.db"
+# Each child run's artifact holding the full resolved trial config (params are strings).
+TRIAL_CONFIG_ARTIFACT = "trial_config.json"
 
 
 def trainable(config: dict[str, Any], data: DataBundle) -> None:
@@ -71,17 +73,30 @@ class MLflowTrialCallback(tune.Callback):
     configuration id), a parent run, and the reason a trial failed.
     """
 
-    def __init__(self, tracker: StudyTracker) -> None:
+    def __init__(self, tracker: StudyTracker, data_hash: str = "") -> None:
         self.tracker = tracker
+        self.data_hash = data_hash
         self.run_ids: dict[str, str] = {}
 
     def _run_id(self, trial) -> str:
         if trial.trial_id not in self.run_ids:
             params = TrialConfig.from_mapping(trial.config).to_dict()
-            tags = {**trial_tags(trial.config), "ray_trial_id": trial.trial_id, "trial_path": trial.path}
+            tags = {
+                **trial_tags(trial.config),
+                "ray_trial_id": trial.trial_id,
+                "trial_path": trial.path,
+                "data_hash": self.data_hash,
+            }
             name = f"{params['config_id']}-seed{params['seed']}" if params["config_id"] else trial.trial_id
-            self.run_ids[trial.trial_id] = self.tracker.start_trial(name, params, tags)
+            run_id = self.tracker.start_trial(name, params, tags)
+            self.tracker.log_dict(run_id, params, TRIAL_CONFIG_ARTIFACT)
+            self.run_ids[trial.trial_id] = run_id
         return self.run_ids[trial.trial_id]
+
+    def _record_checkpoint(self, trial) -> None:
+        checkpoint = trial.checkpoint
+        if checkpoint is not None:
+            self.tracker.set_tags(self._run_id(trial), {"checkpoint_path": checkpoint.path})
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._run_id(trial)
@@ -95,11 +110,13 @@ class MLflowTrialCallback(tune.Callback):
         values = {key: result.get(key) for key in OBJECTIVES}
         params = {key: trial.config.get(key) for key in ("ce_weight", "loss_schedule", "dice_variant", "architecture", "encoder", "seed")}
         logger.info("trial %s finished: %s | %s", trial.trial_id, _format(values), _format(params))
+        self._record_checkpoint(trial)
         self.tracker.end_trial(self._run_id(trial), failed=False)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         reason = _error_reason(trial)
         logger.error("trial %s failed: %s", trial.trial_id, reason)
+        self._record_checkpoint(trial)
         self.tracker.end_trial(self._run_id(trial), failed=True, reason=reason)
 
 
@@ -175,7 +192,7 @@ def build_tuner(
     run_config = tune.RunConfig(
         name=study.name,
         storage_path=str(Path(study.storage) / "ray"),
-        callbacks=[MLflowTrialCallback(tracker)],
+        callbacks=[MLflowTrialCallback(tracker, data_hash=data.content_hash)],
         checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=study.max_failures),
         verbose=1,
