@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from search_spaces import architectures, loss_mix, paper, schedules, seeds
+from search_spaces import architectures, loss_mix, loss_mix_lr, paper, schedules, seeds
 from search_spaces.base import SAMPLERS, SearchSpace, build_sampler
 
 SPACES: dict[str, SearchSpace] = {
-    module.SPACE.name: module.SPACE for module in (loss_mix, architectures, schedules, paper, seeds)
+    module.SPACE.name: module.SPACE for module in (loss_mix, loss_mix_lr, architectures, schedules, paper, seeds)
 }
 
 __all__ = ["SAMPLERS", "SPACES", "SearchSpace", "build_sampler", "get_space"]

@@ -44,8 +44,15 @@ def load_study_data(study: StudyConfig) -> DataBundle:
     return bundle
 
 
-def start_ray(study: StudyConfig) -> None:
+def start_ray(study: StudyConfig) -> bool:
+    """Connect to Ray; return True when this call started it (and so must stop it).
+
+    A runtime that is already initialised (a notebook, a test session) is used as it is.
+    """
     import ray
+
+    if ray.is_initialized():
+        return False
 
     # Every trial checkpoints each epoch and keeps one checkpoint, so Tune snapshots its state
     # often; on a local disk that is cheap, and the warning about it would repeat every epoch.
@@ -55,6 +62,7 @@ def start_ray(study: StudyConfig) -> None:
         ray.init(address=study.address, log_to_driver=True)
     else:
         ray.init(include_dashboard=False, log_to_driver=True)
+    return True
 
 
 def save_study_file(study: StudyConfig, folder: Path) -> Path:
@@ -92,7 +100,7 @@ def summarise(results) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 "loss_schedule": config.loss_schedule,
                 "dice_variant": config.dice_variant,
                 "architecture": config.architecture,
-                "status": "ERROR" if result.error else "OK",
+                "status": "FAILED" if result.error else "OK",
                 **{name: metrics.get(name, math.nan) for name in OBJECTIVES},
             }
         )
@@ -144,6 +152,18 @@ def print_summary(study: StudyConfig, trials, configurations, folder: Path) -> N
     print(f"Optuna storage: optuna-dashboard sqlite:///{folder / 'optuna.db'}")
 
 
+def write_study_report(study: StudyConfig, folder: Path) -> None:
+    """Write the analysis report and log it to the parent run; a failure here loses no trial."""
+    from analysis.report import write_report
+
+    try:
+        report = write_report(storage=folder, tracking_uri=study.tracking_uri, experiment=study.name)
+    except Exception:  # noqa: BLE001 - the trials are recorded; the report can be rebuilt later
+        logger.exception("writing the report failed; rebuild it with: python -m analysis --storage %s", folder)
+        return
+    print(f"Report:         {report / 'report.md'}")
+
+
 def check_gpus(study: StudyConfig) -> None:
     """Fail before any trial when trials ask for GPUs the machine or cluster does not have."""
     if study.gpus_per_trial <= 0:
@@ -173,7 +193,7 @@ def run_study(study: StudyConfig, space: SearchSpace, base_config: dict[str, Any
 
     from study import tuning
     data = load_study_data(study)
-    start_ray(study)
+    started_ray = start_ray(study)
     import ray
 
     try:
@@ -205,8 +225,10 @@ def run_study(study: StudyConfig, space: SearchSpace, base_config: dict[str, Any
 
         trials, configurations = summarise(results)
         print_summary(study, trials, configurations, folder)
+        write_study_report(study, folder)
         failed = all(row["status"] != "OK" for row in trials) if trials else True
         tracker.end_study(failed=failed)
         return 1 if failed else 0
     finally:
-        ray.shutdown()
+        if started_ray:
+            ray.shutdown()

@@ -58,11 +58,19 @@ def trial_tags(config: dict[str, Any]) -> dict[str, str]:
 
 
 def _error_reason(trial) -> str:
-    error = trial.get_error()
-    if error is None:
-        return "unknown error (see the trial's error file in the study folder)"
-    cause = getattr(error, "cause", None) or error
-    return f"{type(cause).__name__}: {cause}".strip()
+    """Return the last line of the trial's error trace, e.g. "TrialDiverged: non-finite ...".
+
+    Tune writes the trace to the trial's local folder first; ``Trial.get_error`` reads the
+    storage copy, which may not be synced yet when the error callback runs.
+    """
+    text = ""
+    error_file = getattr(trial, "error_file", None)
+    if error_file and Path(error_file).is_file():
+        text = Path(error_file).read_text(errors="replace")
+    if not text:
+        text = str(trial.get_error() or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "unknown error (see error.txt in the trial's folder)"
 
 
 class MLflowTrialCallback(tune.Callback):
@@ -156,15 +164,20 @@ class DefineByRun:
 
 
 def build_searcher(
-    space: SearchSpace, study: StudyConfig, base_config: dict[str, Any]
+    space: SearchSpace, study: StudyConfig, base_config: dict[str, Any], num_configs: int
 ) -> SeedGroupSearcher:
-    """Build the Optuna searcher (stored in SQLite in the study folder), wrapped for seeds."""
+    """Build the Optuna searcher (stored in SQLite in the study folder), wrapped for seeds.
+
+    Only as many of the space's initial points as there are configurations are enqueued:
+    Optuna keeps an enqueued point as a WAITING trial until it runs.
+    """
+    points = [dict(point) for point in space.initial_points[:num_configs]]
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study.storage) / OPTUNA_FILE}")
     inner = OptunaSearch(
         space=DefineByRun(space),
         metric=list(OBJECTIVES),
         mode=["max", "max"],
-        points_to_evaluate=[dict(point) for point in space.initial_points] or None,
+        points_to_evaluate=points or None,
         sampler=build_sampler(space, study.sampler, study.sampler_seed),
         study_name=OPTUNA_STUDY_NAME,
         storage=storage,
@@ -198,7 +211,7 @@ def build_tuner(
         verbose=1,
     )
     tune_config = tune.TuneConfig(
-        search_alg=build_searcher(space, study, base_config),
+        search_alg=build_searcher(space, study, base_config, num_configs),
         num_samples=num_configs * study.seeds,
         max_concurrent_trials=study.max_concurrent,
         trial_dirname_creator=trial_folder_name,
