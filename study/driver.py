@@ -18,6 +18,7 @@ from analysis.pareto import pareto_mask
 from search_spaces import SearchSpace
 from study.config import ConfigError, StudyConfig, TrialConfig
 from study.data import DataBundle, load_data
+from study.manifest import MANIFEST_FILE, build_manifest, write_manifest
 from study.tracking import StudyTracker
 from study.train import OBJECTIVES
 
@@ -205,6 +206,9 @@ def run_study(study: StudyConfig, space: SearchSpace, base_config: dict[str, Any
         tracker.start_study(study.to_dict(), resume=bool(study.resume))
         tracker.log_artifact(config_file)
         tracker.set_tags(tracker.parent_run_id, {"data": data.description, "data_hash": data.content_hash})
+        if not (folder / MANIFEST_FILE).exists():
+            # A resumed study keeps the manifest of its first start.
+            tracker.log_artifact(write_manifest(folder, build_manifest(study.to_dict(), space, base_config, data)))
         if data.warnings:
             warnings_file = folder / "data_warnings.txt"
             warnings_file.write_text("\n".join(data.warnings) + "\n")
