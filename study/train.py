@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import random
 import tempfile
 from collections.abc import Callable
@@ -48,12 +49,21 @@ class TrialDiverged(RuntimeError):
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Seed Python, numpy and torch; optionally force deterministic torch kernels."""
+    """Seed Python, numpy and torch; optionally ask torch for deterministic kernels.
+
+    CPU training is deterministic for a fixed seed and thread count without the option. On CUDA
+    the option selects deterministic cuDNN and cuBLAS kernels; operations that have none (the
+    backward pass of the upsampling in smp decoders, for one) warn instead of failing, so a CUDA
+    run stays close to but not always bitwise reproducible.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
     if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=False)
+        # cuBLAS reads this before its first call; without it deterministic mode raises.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
 
 
