@@ -133,7 +133,7 @@ def reevaluate(
     size = image_size or records.source.settings.get("image_size")
     if not size:
         raise RecordsError("the study's image size is unknown (no study.yaml); pass --image-size N")
-    bundle = load_data(data, image_size=int(size), data_root=data_root)
+    bundle = load_data(data, image_size=int(size) if size else None, data_root=data_root)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # One row per run: identity and settings from the study, metrics from the new data.

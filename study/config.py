@@ -119,7 +119,7 @@ class StudyConfig:
     epochs: int = 4
     seeds: int = 1
     seed_offset: int = 0
-    image_size: int = 64
+    image_size: int | None = None
     name: str = "loss_mix"
     storage: str | None = None
     tracking_uri: str | None = None

@@ -188,51 +188,69 @@ def number_of_configs(space: SearchSpace, study: StudyConfig) -> int:
     return 8
 
 
+def resolve_run_settings(study: StudyConfig, space: SearchSpace, data: DataBundle) -> None:
+    """Replace "decided at run time" settings by the values the study uses, for study.yaml."""
+    study.num_samples = number_of_configs(space, study)
+    study.sampler = study.sampler or space.sampler
+    if study.image_size is None:
+        height, width = data.splits["train"].images.shape[1:3]
+        study.image_size = int(height) if height == width else None
+    if study.max_concurrent is None:
+        study.max_concurrent = default_concurrency(study)
+
+
+def record_study_start(
+    study: StudyConfig, space: SearchSpace, base_config: dict[str, Any], data: DataBundle, folder: Path
+) -> StudyTracker:
+    """Open the MLflow parent run and attach the resolved config, manifest and data warnings."""
+    tracker = StudyTracker(study.tracking_uri, study.name, artifact_root=folder / "mlartifacts")
+    config_file = save_study_file(study, folder)
+    tracker.start_study(study.to_dict(), resume=bool(study.resume))
+    tracker.log_artifact(config_file)
+    tracker.set_tags(tracker.parent_run_id, {"data": data.description, "data_hash": data.content_hash})
+    if not (folder / MANIFEST_FILE).exists():
+        # A resumed study keeps the manifest of its first start.
+        tracker.log_artifact(write_manifest(folder, build_manifest(study.to_dict(), space, base_config, data)))
+    if data.warnings:
+        warnings_file = folder / "data_warnings.txt"
+        warnings_file.write_text("\n".join(data.warnings) + "\n")
+        tracker.log_artifact(warnings_file)
+    return tracker
+
+
 def run_study(study: StudyConfig, space: SearchSpace, base_config: dict[str, Any], folder: Path) -> int:
     """Run (or resume) the study and print its front; return the process exit code."""
+    import ray
     from ray import tune
 
     from study import tuning
+
     data = load_study_data(study)
     started_ray = start_ray(study)
-    import ray
-
     try:
         check_gpus(study)
-        if study.max_concurrent is None:
-            study.max_concurrent = default_concurrency(study)
-        tracker = StudyTracker(study.tracking_uri, study.name, artifact_root=folder / "mlartifacts")
-        config_file = save_study_file(study, folder)
-        tracker.start_study(study.to_dict(), resume=bool(study.resume))
-        tracker.log_artifact(config_file)
-        tracker.set_tags(tracker.parent_run_id, {"data": data.description, "data_hash": data.content_hash})
-        if not (folder / MANIFEST_FILE).exists():
-            # A resumed study keeps the manifest of its first start.
-            tracker.log_artifact(write_manifest(folder, build_manifest(study.to_dict(), space, base_config, data)))
-        if data.warnings:
-            warnings_file = folder / "data_warnings.txt"
-            warnings_file.write_text("\n".join(data.warnings) + "\n")
-            tracker.log_artifact(warnings_file)
+        resolve_run_settings(study, space, data)
+        folder.mkdir(parents=True, exist_ok=True)
+        tracker = record_study_start(study, space, base_config, data, folder)
 
         experiment = Path(study.storage) / "ray" / study.name
         if study.resume and tune.Tuner.can_restore(str(experiment)):
-            closed = tracker.close_stale_runs()
-            logger.info("resuming %s; closed %d MLflow runs left RUNNING by the previous driver", experiment, closed)
-            runnable = tune.with_resources(
-                tune.with_parameters(tuning.trainable, data=data),
-                {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial},
-            )
-            tuner = tune.Tuner.restore(str(experiment), trainable=runnable, resume_unfinished=True)
+            logger.info("resuming the Ray Tune experiment in %s", experiment)
+            tuner = tune.Tuner.restore(str(experiment), trainable=tuning.runnable(study, data), resume_unfinished=True)
         else:
-            tuner = tuning.build_tuner(space, study, data, tracker, base_config, number_of_configs(space, study))
+            tuner = tuning.build_tuner(space, study, data, tracker, base_config, study.num_samples)
         results = tuner.fit()
-
-        trials, configurations = summarise(results)
-        print_summary(study, trials, configurations, folder)
-        write_study_report(study, folder)
-        failed = all(row["status"] != "OK" for row in trials) if trials else True
-        tracker.end_study(failed=failed)
-        return 1 if failed else 0
     finally:
+        # Stopped before the summary, so late log lines of Ray workers do not bury it.
         if started_ray:
             ray.shutdown()
+
+    closed = tracker.close_stale_runs()
+    if closed:
+        logger.warning("closed %d MLflow trial runs left RUNNING by an earlier driver as FAILED", closed)
+    trials, configurations = summarise(results)
+    print_summary(study, trials, configurations, folder)
+    write_study_report(study, folder)
+    failed = all(row["status"] != "OK" for row in trials) if trials else True
+    tracker.end_study(failed=failed)
+    return 1 if failed else 0

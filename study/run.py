@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from search_spaces import SAMPLERS, SPACES, SearchSpace, get_space
-from study.config import ConfigError, StudyConfig, TrialConfig, load_study_file
+from study.config import STUDY_KEYS, ConfigError, StudyConfig, TrialConfig, load_study_file
 
 logger = logging.getLogger("study")
 
@@ -40,10 +42,16 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--sampler-seed", type=int, help="seed of the Optuna sampler (default: 0)")
 
     data = parser.add_argument_group("data and training")
-    data.add_argument("--data", help="dataset config (YAML), or 'synthetic' for the embedded default (default)")
+    data.add_argument(
+        "--data",
+        help="dataset config (YAML) or the name of a shipped preset (kvasir_seg, fuseg, ...); "
+        "'synthetic' for the embedded default (default)",
+    )
     data.add_argument("--data-root", help="folder that replaces the dataset config's root")
     data.add_argument("--epochs", type=int, help="training epochs per trial (default: 4)")
-    data.add_argument("--image-size", type=int, help="network input side in pixels (default: 64)")
+    data.add_argument(
+        "--image-size", type=int, help="network input side in pixels (default: the dataset config's size; 64 for synthetic)"
+    )
     data.add_argument("--encoder-weights", help="local encoder weights file (default: random initialisation)")
     data.add_argument("--deterministic", action="store_true", default=None, help="force deterministic torch kernels")
 
@@ -71,9 +79,21 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
         values[key] = value
     if "name" not in values and values.get("space"):
         values["name"] = values["space"]
+    if values.get("resume"):
+        values = {**saved_settings(values), **values}
     study = StudyConfig(**values)
     study.resolve_paths()
     return study
+
+
+def saved_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """Return the settings saved by the study that ``--resume`` continues (flags still win)."""
+    storage = Path(values["storage"]) if values.get("storage") else Path("studies") / values.get("name", "")
+    saved = storage.expanduser().resolve() / STUDY_FILE
+    if not saved.is_file():
+        return {}
+    settings = yaml.safe_load(saved.read_text()) or {}
+    return {key: value for key, value in settings.items() if key in STUDY_KEYS and key != "resume"}
 
 
 def validate(study: StudyConfig) -> SearchSpace:
@@ -123,7 +143,10 @@ def base_trial_config(space: SearchSpace, study: StudyConfig) -> dict[str, Any]:
 
 
 def prepare_storage(study: StudyConfig) -> Path:
-    """Create the study folder; refuse to reuse one that holds another run unless resuming."""
+    """Check the study folder; refuse one that holds another study unless resuming.
+
+    The driver creates the folder once the data and resources have been checked.
+    """
     folder = Path(study.storage)
     saved = folder / STUDY_FILE
     if saved.exists() and not study.resume:
@@ -133,7 +156,8 @@ def prepare_storage(study: StudyConfig) -> Path:
         )
     if study.resume and not saved.exists():
         raise ConfigError(f"--resume: no study found in {folder} (missing {STUDY_FILE}); check --storage")
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--storage {folder} is a file; give a folder for the study")
     return folder
 
 

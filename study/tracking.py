@@ -77,7 +77,10 @@ class StudyTracker:
         """Create (or on resume, reopen) the experiment and the study's parent run."""
         experiment = self.client.get_experiment_by_name(self.experiment_name)
         if experiment is None:
-            artifact_location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+            # A tracking server chooses where artifacts go (it may proxy them); a local store
+            # would otherwise put them under the current working directory.
+            remote = self.tracking_uri.startswith(("http://", "https://"))
+            artifact_location = self.artifact_root.resolve().as_uri() if self.artifact_root and not remote else None
             self.experiment_id = self.client.create_experiment(self.experiment_name, artifact_location=artifact_location)
         else:
             self.experiment_id = experiment.experiment_id
@@ -143,6 +146,16 @@ class StudyTracker:
     def end_study(self, failed: bool = False) -> None:
         if self.parent_run_id is not None:
             self.client.set_terminated(self.parent_run_id, status="FAILED" if failed else "FINISHED")
+
+    def find_trial_run(self, ray_trial_id: str) -> str | None:
+        """Return the run id of the child run recorded for a Ray trial, if any."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.ray_trial_id = '{ray_trial_id}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    def reopen_run(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
 
     def close_stale_runs(self) -> int:
         """Mark child runs still RUNNING (their trial died with an earlier driver) as FAILED."""

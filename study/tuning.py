@@ -5,11 +5,14 @@ Everything below it (training, losses, metrics, data, tracking) runs without Ray
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
 
 import optuna
+import ray
+import torch
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
@@ -19,7 +22,7 @@ from study.data.bundle import DataBundle
 from study.losses import loss_family
 from study.seeding import SeedGroupSearcher
 from study.tracking import StudyTracker
-from study.train import OBJECTIVES, train_trial
+from study.train import OBJECTIVES, TrialDiverged, train_trial
 
 logger = logging.getLogger(__name__)
 
@@ -27,21 +30,50 @@ OPTUNA_STUDY_NAME = "study"
 OPTUNA_FILE = "optuna.db"
 # Each child run's artifact holding the full resolved trial config (params are strings).
 TRIAL_CONFIG_ARTIFACT = "trial_config.json"
+DIVERGED_MARKER = "diverged.txt"
 
 
 def trainable(config: dict[str, Any], data: DataBundle) -> None:
-    """Ray Tune function trainable: one trial of ``train_trial``, resumed from Tune's checkpoint."""
-    trial_config = TrialConfig.from_mapping(config)
+    """Ray Tune function trainable: one trial of ``train_trial``, resumed from Tune's checkpoint.
+
+    A trial that diverged leaves a marker in its folder, so a retry granted by
+    ``--max-failures`` fails at once instead of training into the same divergence again.
+    """
+    trial_config = with_loader_workers(TrialConfig.from_mapping(config))
+    placement = {"node_id": ray.get_runtime_context().get_node_id(), **device_description()}
+    marker = Path(tune.get_context().get_trial_dir()) / DIVERGED_MARKER
+    if marker.exists():
+        raise TrialDiverged(f"not retried, the trial diverged before: {marker.read_text()}")
 
     def report(metrics: dict[str, float], folder: Path) -> None:
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(folder)))
+        tune.report({**metrics, **placement}, checkpoint=tune.Checkpoint.from_directory(str(folder)))
 
     checkpoint = tune.get_checkpoint()
-    if checkpoint is None:
-        train_trial(trial_config, data, report)
-        return
-    with checkpoint.as_directory() as folder:
-        train_trial(trial_config, data, report, resume_from=Path(folder))
+    try:
+        if checkpoint is None:
+            train_trial(trial_config, data, report)
+            return
+        with checkpoint.as_directory() as folder:
+            train_trial(trial_config, data, report, resume_from=Path(folder))
+    except TrialDiverged as error:
+        marker.write_text(str(error))
+        raise
+
+
+def with_loader_workers(config: TrialConfig) -> TrialConfig:
+    """On a GPU, give the DataLoader the trial's CPUs but one, unless the config sets workers."""
+    if config.num_workers or not torch.cuda.is_available():
+        return config
+    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1)
+    return dataclasses.replace(config, num_workers=max(0, int(cpus) - 1))
+
+
+def device_description() -> dict[str, str]:
+    """Name the device a trial trains on, for the MLflow run's tags."""
+    if not torch.cuda.is_available():
+        return {"device": "cpu"}
+    properties = torch.cuda.get_device_properties(0)
+    return {"device": "cuda", "gpu_name": properties.name, "gpu_memory_gib": f"{properties.total_memory / 2**30:.1f}"}
 
 
 def trial_tags(config: dict[str, Any]) -> dict[str, str]:
@@ -85,8 +117,15 @@ class MLflowTrialCallback(tune.Callback):
         self.tracker = tracker
         self.data_hash = data_hash
         self.run_ids: dict[str, str] = {}
+        self._placed: set[str] = set()
 
     def _run_id(self, trial) -> str:
+        if trial.trial_id not in self.run_ids:
+            # A trial resumed by a new driver continues the run the earlier driver opened.
+            earlier = self.tracker.find_trial_run(trial.trial_id)
+            if earlier is not None:
+                self.tracker.reopen_run(earlier)
+                self.run_ids[trial.trial_id] = earlier
         if trial.trial_id not in self.run_ids:
             params = TrialConfig.from_mapping(trial.config).to_dict()
             tags = {
@@ -111,12 +150,18 @@ class MLflowTrialCallback(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         step = int(result.get("epoch", result.get("training_iteration", 0)))
-        self.tracker.log_metrics(self._run_id(trial), _user_metrics(result), step=step)
+        run_id = self._run_id(trial)
+        self.tracker.log_metrics(run_id, _user_metrics(result), step=step)
+        placement = {key: result[key] for key in PLACEMENT_KEYS if key in result}
+        if placement and trial.trial_id not in self._placed:
+            self.tracker.set_tags(run_id, placement)
+            self._placed.add(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         values = {key: result.get(key) for key in OBJECTIVES}
-        params = {key: trial.config.get(key) for key in ("ce_weight", "loss_schedule", "dice_variant", "architecture", "encoder", "seed")}
+        config = TrialConfig.from_mapping(trial.config).to_dict()
+        params = {key: config[key] for key in ("config_id", "ce_weight", "loss_schedule", "dice_variant", "architecture", "encoder", "seed")}
         logger.info("trial %s finished: %s | %s", trial.trial_id, _format(values), _format(params))
         self._record_checkpoint(trial)
         self.tracker.end_trial(self._run_id(trial), failed=False)
@@ -127,6 +172,9 @@ class MLflowTrialCallback(tune.Callback):
         self._record_checkpoint(trial)
         self.tracker.end_trial(self._run_id(trial), failed=True, reason=reason)
 
+
+# Where a trial ran, reported as strings with every result and recorded once as run tags.
+PLACEMENT_KEYS = ("node_id", "device", "gpu_name", "gpu_memory_gib")
 
 # Ray adds bookkeeping keys to every result (time_this_iter_s, pid, ...); MLflow gets the
 # trial's own metrics only.
@@ -173,6 +221,11 @@ def build_searcher(
     """
     points = [dict(point) for point in space.initial_points[:num_configs]]
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study.storage) / OPTUNA_FILE}")
+    # Created here rather than by OptunaSearch (which then loads it) to name the objectives,
+    # so optuna-dashboard shows id_dice and ood_specificity instead of values 0 and 1.
+    optuna.create_study(
+        storage=storage, study_name=OPTUNA_STUDY_NAME, directions=["maximize", "maximize"], load_if_exists=True
+    ).set_metric_names(list(OBJECTIVES))
     inner = OptunaSearch(
         space=DefineByRun(space),
         metric=list(OBJECTIVES),
@@ -184,6 +237,12 @@ def build_searcher(
     )
     seeds = [study.seed_offset + index for index in range(study.seeds)]
     return SeedGroupSearcher(inner, list(OBJECTIVES), seeds, base_config)
+
+
+def runnable(study: StudyConfig, data: DataBundle):
+    """Return the trainable with the study's data (shared through Ray's object store) and resources."""
+    resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(trainable, data=data), resources)
 
 
 def trial_folder_name(trial) -> str:
@@ -200,8 +259,6 @@ def build_tuner(
     num_configs: int,
 ) -> tune.Tuner:
     """Assemble the Tuner: resources per trial, searcher, storage, checkpoints and callbacks."""
-    resources = {"cpu": study.cpus_per_trial, "gpu": study.gpus_per_trial}
-    runnable = tune.with_resources(tune.with_parameters(trainable, data=data), resources)
     run_config = tune.RunConfig(
         name=study.name,
         storage_path=str(Path(study.storage) / "ray"),
@@ -216,4 +273,4 @@ def build_tuner(
         max_concurrent_trials=study.max_concurrent,
         trial_dirname_creator=trial_folder_name,
     )
-    return tune.Tuner(runnable, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(runnable(study, data), tune_config=tune_config, run_config=run_config)

@@ -10,23 +10,25 @@ from pathlib import Path
 from study.data.bundle import ID_SPLITS, OOD_SPLITS, SPLITS, DataBundle, Split
 
 SYNTHETIC = "synthetic"
+SYNTHETIC_IMAGE_SIZE = 64
 
 __all__ = ["ID_SPLITS", "OOD_SPLITS", "SPLITS", "SYNTHETIC", "DataBundle", "Split", "load_data"]
 
 
 def load_data(
     source: str | None,
-    image_size: int,
+    image_size: int | None,
     seed: int = 0,
     data_root: str | None = None,
     cache_dir: Path | None = None,
 ) -> DataBundle:
-    """Load every split of a study's data at ``image_size`` x ``image_size`` pixels.
+    """Load every split of a study's data at its network input size.
 
     Args:
         source: None or "synthetic" for the embedded synthetic set, else the path of a dataset
             config (YAML).
-        image_size: network input side in pixels.
+        image_size: network input side in pixels; None takes the dataset config's size, or
+            64 for the synthetic set.
         seed: generator seed of the synthetic set; real data takes its split seed from its config.
         data_root: replaces the config's data root (the folder its relative sources start from).
         cache_dir: where decoded real images are cached between runs; None means the default
@@ -35,7 +37,7 @@ def load_data(
     if source is None or source == SYNTHETIC:
         from study.data.synthetic import SyntheticConfig, make_synthetic_bundle
 
-        return make_synthetic_bundle(SyntheticConfig(image_size=image_size, seed=seed))
+        return make_synthetic_bundle(SyntheticConfig(image_size=image_size or SYNTHETIC_IMAGE_SIZE, seed=seed))
 
     from study.data.config import build_bundle, load_dataset_config
 

@@ -51,7 +51,13 @@ class DataCheckError(ValueError):
         shown = "\n".join(f"  - {error}" for error in report.errors[:max_items])
         more = len(report.errors) - max_items
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        command = f"python -m study.data check --data {report.config_path}" if report.config_path else ""
+        height, width = report.image_size
+        size = f" --image-size {height}" if height == width else ""
+        command = (
+            f"python -m study.data check --data {report.config_path} --data-root {report.root}{size}"
+            if report.config_path
+            else ""
+        )
         hint = f"\nRun `{command}` to list every problem." if command else ""
         super().__init__(
             f"dataset check failed for {report.name}: {len(report.errors)} errors\n{shown}{tail}{hint}"
