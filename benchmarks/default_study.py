@@ -8,6 +8,10 @@ data, 1 CPU per trial, as many trials at once as there are CPUs). Only ``--stora
 the study folder goes to a temporary folder (deleted afterwards) instead of ./studies/loss_mix.
 The wall time covers everything a user waits for: Python start, imports, Ray start-up, the trials
 and the report.
+
+``RAY_ADDRESS=local`` is set for the subprocess. Without it, ``ray.init()`` joins a Ray cluster
+already running on this machine (one started with ``ray start``) instead of starting its own, and
+the study would then share, and time, somebody else's cluster.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ def main() -> int:
     try:
         with open(log_path, "w") as log:
             started = time.perf_counter()
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+            environment = {**os.environ, "RAY_ADDRESS": "local"}
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=environment, check=False).returncode
             wall = time.perf_counter() - started
         output = log_path.read_text(errors="replace").splitlines()
     finally:

@@ -141,7 +141,7 @@ def main() -> int:
         import ray
 
         started = time.perf_counter()
-        ray.init(num_cpus=max(args.trials, 1), include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=max(args.trials, 1), include_dashboard=False, log_to_driver=False)
         ray_start = time.perf_counter() - started
         try:
             with open(folder / "study.log", "w") as log:

@@ -8,6 +8,7 @@ the points Optuna tries first, and the sampler it is designed for.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +58,24 @@ class SearchSpace:
         return math.prod(len(values) for values in self.grid.values())
 
 
+class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
+    """NSGA-II whose internal lock is rebuilt after unpickling.
+
+    Ray Tune pickles the searcher, and with it the sampler, into every experiment checkpoint;
+    optuna 5.1's NSGAIISampler holds a ``threading.Lock`` in ``_thread_lock``, which cannot be
+    pickled.
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_thread_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._thread_lock = threading.Lock()
+
+
 def build_sampler(space: SearchSpace, sampler: str | None, seed: int) -> optuna.samplers.BaseSampler:
     """Build the Optuna sampler for ``space``; ``sampler`` overrides the space's own choice.
 
@@ -68,7 +87,7 @@ def build_sampler(space: SearchSpace, sampler: str | None, seed: int) -> optuna.
         # Optuna's TPE handles several objectives itself (MOTPE).
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8)
+        return PicklableNSGAIISampler(seed=seed, population_size=8)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":

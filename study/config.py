@@ -26,6 +26,54 @@ class ConfigError(ValueError):
     """An invalid study or trial setting, named with the value that was given."""
 
 
+def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:
+    """Convert a YAML or command-line value to the field's type, or raise ConfigError.
+
+    YAML reads ``3e-4`` (no dot) as a string, so numeric strings are converted; booleans are
+    never taken for numbers, and a number is never taken for a boolean.
+    """
+    kinds = annotation.replace(" ", "").split("|")
+    if value is None and "None" in kinds:
+        return value
+    invalid = ConfigError(f"{where}{name}={value!r} is invalid; expected {' or '.join(k for k in kinds if k != 'None')}")
+    if "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+        raise invalid
+    if isinstance(value, bool) and ("int" in kinds or "float" in kinds):
+        raise invalid
+    if "int" in kinds:
+        try:
+            number = float(value) if isinstance(value, str) else value
+        except ValueError:
+            raise invalid from None
+        if not isinstance(number, (int, float)) or not math.isfinite(number) or number != int(number):
+            raise invalid
+        return int(number)
+    if "float" in kinds:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise invalid from None
+        if not math.isfinite(number):
+            raise invalid
+        return number
+    if "str" in kinds and not isinstance(value, str):
+        raise invalid
+    if kinds[0].startswith("dict") and not isinstance(value, dict):
+        raise invalid
+    return value
+
+
+def coerce_mapping(cls, values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """Return ``values`` with each entry converted to the type of ``cls``'s field of that name."""
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {where or 'settings '}{unknown}; valid settings are {sorted(fields)}")
+    return {key: _coerce(key, value, str(fields[key].type), where) for key, value in values.items()}
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     """Everything one training run needs, as typed values.
@@ -90,17 +138,25 @@ class TrialConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} is invalid; expected at least 1")
         if not self.lr > 0:
             raise ConfigError(f"lr={self.lr} is invalid; expected a positive learning rate")
+        for name in ("seed", "min_area", "num_workers", "weight_decay", "focal_gamma", "tversky_alpha", "tversky_beta", "dice_smooth"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)} is invalid; expected a value of at least 0")
+        from study.data.transforms import AUGMENTATIONS
+        from study.losses import SCHEDULES
+        from study.models import ARCHITECTURES
+
+        for name, allowed in (("loss_schedule", SCHEDULES), ("augmentation", AUGMENTATIONS), ("architecture", tuple(ARCHITECTURES))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is invalid; expected one of {allowed}")
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold={self.threshold} is invalid; expected a probability in (0, 1)")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "TrialConfig":
-        """Build a trial config from a sampled dict, rejecting unknown keys."""
-        known = {item.name for item in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"unknown trial settings {unknown}; valid settings are {sorted(known)}")
-        return cls(**values)
+        """Build a trial config from a sampled or configured dict; reject unknown keys and types."""
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"trial settings must be a mapping of name: value, got {values!r}")
+        return cls(**coerce_mapping(cls, values, where="trial settings "))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -62,7 +62,9 @@ def start_ray(study: StudyConfig) -> bool:
     if study.address:
         ray.init(address=study.address, log_to_driver=True)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # "local" starts a runtime for this study; without it, ray.init() joins whatever cluster
+        # /tmp/ray/ray_current_cluster names, and hangs when that cluster has gone.
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
     return True
 
 
@@ -166,11 +168,17 @@ def write_study_report(study: StudyConfig, folder: Path) -> None:
 
 
 def check_gpus(study: StudyConfig) -> None:
-    """Fail before any trial when trials ask for GPUs the machine or cluster does not have."""
-    if study.gpus_per_trial <= 0:
-        return
+    """Fail before any trial when a trial needs more CPUs or GPUs than the machine or cluster has."""
     import ray
 
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not study.address and study.cpus_per_trial > cpus:
+        raise ConfigError(
+            f"--cpus-per-trial={study.cpus_per_trial:g} but this machine has {cpus:g} CPUs for Ray; "
+            "no trial could ever start. Lower --cpus-per-trial"
+        )
+    if study.gpus_per_trial <= 0:
+        return
     available = ray.cluster_resources().get("GPU", 0)
     if available < min(study.gpus_per_trial, 1):
         raise ConfigError(

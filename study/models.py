@@ -63,7 +63,8 @@ class WNet(nn.Module):
         return second_logits
 
 
-def _check_names(architecture: str, encoder: str) -> None:
+def check_model_names(architecture: str, encoder: str) -> None:
+    """Raise ValueError on an unknown architecture or timm encoder name."""
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"unknown architecture {architecture!r}; expected one of {sorted(ARCHITECTURES)}"
@@ -130,7 +131,7 @@ def build_model(
         ValueError: on an unknown architecture or timm encoder name.
         FileNotFoundError: when ``encoder_weights`` does not exist.
     """
-    _check_names(architecture, encoder)
+    check_model_names(architecture, encoder)
     builder = ARCHITECTURES[architecture].builder
     if architecture == "WNet":
         model: nn.Module = WNet(

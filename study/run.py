@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,17 @@ from typing import Any
 import yaml
 
 from search_spaces import SAMPLERS, SPACES, SearchSpace, get_space
-from study.config import STUDY_KEYS, ConfigError, StudyConfig, TrialConfig, load_study_file
+from study.models import build_model, check_model_names
+from study.config import STUDY_KEYS, ConfigError, StudyConfig, TrialConfig, coerce_mapping, load_study_file
 
 logger = logging.getLogger("study")
 
 STUDY_FILE = "study.yaml"  # the resolved config, written by the driver
+# Files and folders that only a study writes; any of them means the folder holds a study.
+STUDY_RECORDS = (STUDY_FILE, "optuna.db", "mlflow.db", "ray", "manifest.json")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Larger inputs would need tens of GiB for the decoded images alone.
+MAX_IMAGE_SIZE = 2048
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +89,15 @@ def resolve_config(args: argparse.Namespace) -> StudyConfig:
     if "name" not in values and values.get("space"):
         values["name"] = values["space"]
     if values.get("resume"):
-        values = {**saved_settings(values), **values}
-    study = StudyConfig(**values)
+        saved = saved_settings(values)
+        for key in ("space", "name"):
+            if key in saved and key in values and values[key] != saved[key]:
+                raise ConfigError(
+                    f"--resume: the study in the folder has {key} {saved[key]!r}, not {values[key]!r}; "
+                    f"drop --{key} or give the folder of that study"
+                )
+        values = {**saved, **values}
+    study = StudyConfig(**coerce_mapping(StudyConfig, values, where="study settings "))
     study.resolve_paths()
     return study
 
@@ -104,12 +120,33 @@ def validate(study: StudyConfig) -> SearchSpace:
         space = get_space(study.space)
     except ValueError as error:
         raise ConfigError(str(error)) from error
+    if not NAME_PATTERN.fullmatch(study.name):
+        raise ConfigError(
+            f"--name {study.name!r} is invalid; use letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
+    if study.sampler is not None and study.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler {study.sampler!r} is invalid; expected one of {SAMPLERS}")
     if study.sampler == "grid" and not space.grid:
         raise ConfigError(f"--sampler grid needs a space with a grid; space {space.name!r} has none")
-    for name, minimum in (("num_samples", 1), ("epochs", 1), ("seeds", 1), ("image_size", 16), ("max_concurrent", 1)):
+    minimums = (
+        ("num_samples", 1), ("epochs", 1), ("seeds", 1), ("image_size", 32), ("max_concurrent", 1),
+        ("seed_offset", 0), ("sampler_seed", 0), ("max_failures", 0),
+    )
+    for name, minimum in minimums:
         value = getattr(study, name)
         if value is not None and value < minimum:
             raise ConfigError(f"--{name.replace('_', '-')}={value} is invalid; expected at least {minimum}")
+    if study.image_size is not None and (study.image_size % 32 or study.image_size > MAX_IMAGE_SIZE):
+        raise ConfigError(
+            f"--image-size={study.image_size} is invalid; expected a multiple of 32 up to {MAX_IMAGE_SIZE} "
+            "(smp decoders other than Unet halve the input five times)"
+        )
+    if study.data == "synthetic" and study.data_root:
+        logger.warning("--data-root %s is ignored: the synthetic data set reads no files", study.data_root)
+    if not math.isfinite(study.cpus_per_trial) or not math.isfinite(study.gpus_per_trial):
+        raise ConfigError(
+            f"--cpus-per-trial={study.cpus_per_trial} / --gpus-per-trial={study.gpus_per_trial} are invalid; expected numbers"
+        )
     if study.cpus_per_trial <= 0:
         raise ConfigError(f"--cpus-per-trial={study.cpus_per_trial} is invalid; expected a positive number")
     if study.gpus_per_trial < 0 or (study.gpus_per_trial > 1 and study.gpus_per_trial != int(study.gpus_per_trial)):
@@ -138,8 +175,17 @@ def base_trial_config(space: SearchSpace, study: StudyConfig) -> dict[str, Any]:
         base["encoder_weights"] = str(Path(study.encoder_weights).resolve())
     base.update(space.fixed)
     base.update(study.trial)
-    TrialConfig.from_mapping(base)
-    return base
+    trial = TrialConfig.from_mapping(base)
+    try:
+        check_model_names(trial.architecture, trial.encoder)
+        if trial.encoder_weights:
+            build_model(trial.architecture, trial.encoder, encoder_weights=trial.encoder_weights)
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        raise ConfigError(f"trial model settings are invalid: {error}") from error
+    except Exception as error:  # torch.load raises many types on a file that is not a state dict
+        raise ConfigError(f"encoder weights file {trial.encoder_weights} cannot be loaded: {error!r}") from error
+    # The typed values, so a YAML string such as "3e-4" reaches the trials as a float.
+    return {key: getattr(trial, key) for key in base}
 
 
 def prepare_storage(study: StudyConfig) -> Path:
@@ -148,16 +194,19 @@ def prepare_storage(study: StudyConfig) -> Path:
     The driver creates the folder once the data and resources have been checked.
     """
     folder = Path(study.storage)
-    saved = folder / STUDY_FILE
-    if saved.exists() and not study.resume:
-        raise ConfigError(
-            f"study folder {folder} already holds a study; pass --resume to continue it, "
-            "or choose another --name or --storage"
-        )
-    if study.resume and not saved.exists():
-        raise ConfigError(f"--resume: no study found in {folder} (missing {STUDY_FILE}); check --storage")
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--storage {folder} is a file; give a folder for the study")
+    records = [name for name in STUDY_RECORDS if (folder / name).exists()]
+    if records and not study.resume:
+        raise ConfigError(
+            f"study folder {folder} already holds a study ({', '.join(records)}); pass --resume to continue it, "
+            "or give another --storage (or --name, when --storage is not set)"
+        )
+    if study.resume and not (folder / STUDY_FILE).exists():
+        raise ConfigError(f"--resume: no study found in {folder} (missing {STUDY_FILE}); check --storage")
+    existing = next((parent for parent in (folder, *folder.parents) if parent.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK):
+        raise ConfigError(f"--storage {folder} cannot be created: {existing} is not writable; choose another folder")
     return folder
 
 

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_VARIABLE = "LESION_STUDY_DATA"
 
 
+
 @pytest.fixture
 def real_data_root() -> Path:
     """The folder holding the public lesion datasets; skips the test when it is not set."""

@@ -55,3 +55,16 @@ def test_every_sampler_name_builds():
 
 def test_paper_grid_size():
     assert get_space("paper").grid_size == 5
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2", "random", "grid"])
+def test_sampler_survives_pickling(name):
+    import pickle
+
+    space = get_space("paper") if name == "grid" else get_space("loss_mix")
+    sampler = pickle.loads(pickle.dumps(build_sampler(space, name, seed=0)))
+
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=sampler)
+    trial = study.ask()
+    space.sample(trial)
+    study.tell(trial, [0.5, 0.5])
