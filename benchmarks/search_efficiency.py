@@ -50,8 +50,6 @@ from search_spaces.base import SearchSpace
 from study.driver import format_table
 from study.train import OBJECTIVES
 
-# NOTE: with optuna 5.1, an nsga2 study fails before its first trial, because Tune pickles the
-# searcher and NSGAIISampler holds a thread lock; the table then counts it under failed_studies.
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 GRID_SPACE = "loss_mix_grid"
 TARGET_FRACTION = 0.95

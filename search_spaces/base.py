@@ -1,4 +1,4 @@
-"""What a named search space is, and how its sampler is built.
+"""Named search spaces and the Optuna samplers they run with.
 
 A space only describes what to try: it never trains or tracks. It is a define-by-run function
 over an ``optuna.Trial`` (so parameters can be conditional), the constant settings it fixes,
@@ -62,7 +62,7 @@ class PicklableNSGAIISampler(optuna.samplers.NSGAIISampler):
     """NSGA-II whose internal lock is rebuilt after unpickling.
 
     Ray Tune pickles the searcher, and with it the sampler, into every experiment checkpoint;
-    optuna 5.1's NSGAIISampler holds a ``threading.Lock`` in ``_thread_lock``, which cannot be
+    optuna 5.1's NSGAIISampler keeps a ``threading.Lock`` in ``_thread_lock``, which cannot be
     pickled.
     """
 

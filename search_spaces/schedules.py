@@ -1,4 +1,4 @@
-"""How the CE weight moves over training: constant, linear CE->Dice, or CE then Dice fine-tuning."""
+"""Schedules of the CE weight over training: constant, linear CE->Dice, or CE then Dice fine-tuning."""
 
 from __future__ import annotations
 

@@ -25,7 +25,6 @@ from study.train import OBJECTIVES
 logger = logging.getLogger("study")
 
 STUDY_FILE = "study.yaml"
-CACHE_FOLDER = "cache"
 
 
 def load_study_data(study: StudyConfig) -> DataBundle:
@@ -56,7 +55,7 @@ def start_ray(study: StudyConfig) -> bool:
         return False
 
     # Every trial checkpoints each epoch and keeps one checkpoint, so Tune snapshots its state
-    # often; on a local disk that is cheap, and the warning about it would repeat every epoch.
+    # often. On a local disk that is cheap, and the warning about it would repeat every epoch.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
     if study.address:
@@ -78,7 +77,7 @@ def default_concurrency(study: StudyConfig) -> int:
     """Return how many trials fit on the cluster at once, from Ray's resources.
 
     Tune lets a custom searcher keep only one trial pending unless it is wrapped in a
-    concurrency limit, which would start trials one by one; an explicit limit fixes that.
+    concurrency limit, so without an explicit limit trials would start one by one.
     """
     import ray
 

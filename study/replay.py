@@ -34,7 +34,7 @@ TRIAL_CONFIG_ARTIFACT = "trial_config.json"
 
 
 class ReplayError(ValueError):
-    """The run cannot be replayed as recorded; the message says why and what to do."""
+    """The run cannot be replayed as recorded. The message gives the reason and the fix."""
 
 
 def _load_json_artifact(client: MlflowClient, run_id: str, name: str) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from study.config import STUDY_KEYS, ConfigError, StudyConfig, TrialConfig, coer
 logger = logging.getLogger("study")
 
 STUDY_FILE = "study.yaml"  # the resolved config, written by the driver
-# Files and folders that only a study writes; any of them means the folder holds a study.
+# Files and folders that only a study writes. Any of them means the folder contains a study.
 STUDY_RECORDS = (STUDY_FILE, "optuna.db", "mlflow.db", "ray", "manifest.json")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 # Larger inputs would need tens of GiB for the decoded images alone.
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search CE / soft-Dice loss settings with Ray Tune and Optuna, logging every trial to MLflow, "
         "and print the Pareto front between ID Dice and OoD specificity.",
     )
-    # Every default is None so a value set in --config can be told apart from one left unset.
+    # Every default is None, so a value set in --config can be distinguished from one left unset.
     what = parser.add_argument_group("what to search")
     what.add_argument("--space", help="name of the search space (see --list-spaces)")
     what.add_argument("--list-spaces", action="store_true", help="print the search spaces and exit")
@@ -189,7 +189,7 @@ def base_trial_config(space: SearchSpace, study: StudyConfig) -> dict[str, Any]:
 
 
 def prepare_storage(study: StudyConfig) -> Path:
-    """Check the study folder; refuse one that holds another study unless resuming.
+    """Check the study folder, and reject one that contains a study unless resuming.
 
     The driver creates the folder once the data and resources have been checked.
     """
@@ -199,7 +199,7 @@ def prepare_storage(study: StudyConfig) -> Path:
     records = [name for name in STUDY_RECORDS if (folder / name).exists()]
     if records and not study.resume:
         raise ConfigError(
-            f"study folder {folder} already holds a study ({', '.join(records)}); pass --resume to continue it, "
+            f"study folder {folder} already contains a study ({', '.join(records)}); pass --resume to continue it, "
             "or give another --storage (or --name, when --storage is not set)"
         )
     if study.resume and not (folder / STUDY_FILE).exists():

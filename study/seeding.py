@@ -1,7 +1,7 @@
 """Seed-aware search: each suggested configuration runs under K seeds; Optuna sees their mean.
 
-Ray's ``Repeater`` does the same for one metric only, and it reports a trial that raised after
-some epochs with its last result instead of as a failure. This searcher averages every
+Ray's ``Repeater`` does the same for one metric only, and ``OptunaSearch`` tells Optuna that a
+trial which raised after reporting some epochs is COMPLETE, with its last result (Ray 2.60). This searcher averages every
 objective, and tells Optuna a configuration failed when any of its seeds failed or produced a
 non-finite objective, so Optuna never stores a NaN value or a partial result.
 """
@@ -61,7 +61,7 @@ class SeedGroupSearcher(Searcher):
         self._open_group: str | None = None
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
-        # The inner searcher already holds its space, metrics and modes.
+        # The inner searcher already has its space, metrics and modes.
         return True
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:

@@ -62,7 +62,7 @@ class StudyTracker:
         self.parent_run_id: str | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        # The client holds a database engine, which cannot be pickled; it is rebuilt on use.
+        # The client keeps a database engine, which cannot be pickled, so it is rebuilt on use.
         state = self.__dict__.copy()
         state["_client"] = None
         return state

@@ -1,4 +1,4 @@
-"""The thin layer that knows Ray Tune: trainable, MLflow callback, searcher and Tuner.
+"""The thin Ray Tune adapter: trainable, MLflow callback, searcher and Tuner.
 
 Everything below it (training, losses, metrics, data, tracking) runs without Ray.
 """
@@ -173,7 +173,8 @@ class MLflowTrialCallback(tune.Callback):
         self.tracker.end_trial(self._run_id(trial), failed=True, reason=reason)
 
 
-# Where a trial ran, reported as strings with every result and recorded once as run tags.
+# Placement of a trial (node, device, GPU), reported as strings with every result and recorded
+# once as run tags.
 PLACEMENT_KEYS = ("node_id", "device", "gpu_name", "gpu_memory_gib")
 
 # Ray adds bookkeeping keys to every result (time_this_iter_s, pid, ...); MLflow gets the
