@@ -101,5 +101,5 @@ def test_existing_study_folder_needs_resume(tmp_path):
     result = run_study_command("--space", "loss_mix", "--storage", str(folder))
 
     assert result.returncode == 2
-    assert "already holds a study" in result.stderr
+    assert "already contains a study" in result.stderr
     assert (folder / "study.yaml").read_text() == "space: loss_mix\n"
