@@ -26,6 +26,9 @@ class ConfigError(ValueError):
     """An invalid study or trial setting, named with the value that was given."""
 
 
+_TYPE_WORDS = {"int": "a whole number", "float": "a finite number", "bool": "true or false", "str": "a string", "dict": "a mapping"}
+
+
 def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:
     """Convert a YAML or command-line value to the field's type, or raise ConfigError.
 
@@ -35,7 +38,8 @@ def _coerce(name: str, value: Any, annotation: str, where: str) -> Any:
     kinds = annotation.replace(" ", "").split("|")
     if value is None and "None" in kinds:
         return value
-    invalid = ConfigError(f"{where}{name}={value!r} is invalid; expected {' or '.join(k for k in kinds if k != 'None')}")
+    wanted = " or ".join(_TYPE_WORDS.get(kind.split("[")[0], kind) for kind in kinds if kind != "None")
+    invalid = ConfigError(f"{where}{name}={value!r} is invalid; expected {wanted}")
     if "bool" in kinds:
         if isinstance(value, bool):
             return value

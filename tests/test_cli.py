@@ -8,7 +8,7 @@ import yaml
 
 from search_spaces import SPACES
 from study.config import ConfigError
-from study.run import build_parser, list_spaces, resolve_config, validate
+from study.run import base_trial_config, build_parser, list_spaces, prepare_storage, resolve_config, validate
 from tests.conftest import run_study_command
 
 
@@ -103,3 +103,93 @@ def test_existing_study_folder_needs_resume(tmp_path):
     assert result.returncode == 2
     assert "already contains a study" in result.stderr
     assert (folder / "study.yaml").read_text() == "space: loss_mix\n"
+
+
+def parse(*argv):
+    return resolve_config(build_parser().parse_args(list(argv)))
+
+
+def test_yaml_number_strings_become_floats(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("space: loss_mix\ntrial: {lr: 3e-4, weight_decay: 1e-5, batch_size: 8}\n")
+    study = parse("--config", str(config))
+
+    base = base_trial_config(validate(study), study)
+
+    assert base["lr"] == 3e-4
+    assert base["weight_decay"] == 1e-5
+    assert base["batch_size"] == 8
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds: 1.5\n", "seeds=1.5 is invalid"),
+        ("epochs: ten\n", "epochs='ten' is invalid"),
+        ("resume: 'no'\n", "resume='no' is invalid"),
+        ("trial: [lr]\n", "trial=['lr'] is invalid"),
+    ],
+)
+def test_config_file_wrong_types_rejected(tmp_path, text, message):
+    config = tmp_path / "study.yaml"
+    config.write_text("space: loss_mix\n" + text)
+
+    with pytest.raises(ConfigError) as error:
+        parse("--config", str(config))
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("trial", "message"),
+    [
+        ("{architecture: Nope}", "architecture='Nope' is invalid"),
+        ("{encoder: tu-nosuchnet}", "unknown timm encoder 'nosuchnet'"),
+        ("{loss_schedule: cosine}", "loss_schedule='cosine' is invalid"),
+        ("{lr: fast}", "lr='fast' is invalid"),
+        ("{min_area: -1}", "min_area=-1 is invalid"),
+    ],
+)
+def test_bad_trial_settings_rejected_before_ray(tmp_path, trial, message):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"space: loss_mix\ntrial: {trial}\n")
+    study = parse("--config", str(config))
+
+    with pytest.raises(ConfigError) as error:
+        base_trial_config(validate(study), study)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--name", ".."], "--name '..' is invalid"),
+        (["--image-size", "33"], "--image-size=33 is invalid"),
+        (["--max-failures", "-1"], "--max-failures=-1 is invalid"),
+        (["--seed-offset", "-1"], "--seed-offset=-1 is invalid"),
+        (["--gpus-per-trial", "nan"], "gpus_per_trial=nan is invalid; expected a finite number"),
+    ],
+)
+def test_bad_flags_rejected(argv, message):
+    with pytest.raises(ConfigError) as error:
+        validate(parse("--space", "loss_mix", *argv))
+    assert message in str(error.value)
+
+
+def test_folder_with_records_needs_resume(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "mlflow.db").write_bytes(b"records")
+
+    with pytest.raises(ConfigError, match=r"already contains a study \(mlflow.db\)"):
+        prepare_storage(parse("--space", "loss_mix", "--storage", str(folder)))
+    assert (folder / "mlflow.db").read_bytes() == b"records"
+
+
+def test_resume_with_other_space_rejected(tmp_path):
+    folder = tmp_path / "s"
+    folder.mkdir()
+    (folder / "study.yaml").write_text(yaml.safe_dump({"space": "loss_mix", "name": "s", "epochs": 3}))
+
+    with pytest.raises(ConfigError, match="has space 'loss_mix', not 'paper'"):
+        parse("--resume", "--storage", str(folder), "--space", "paper")
+    assert parse("--resume", "--storage", str(folder)).epochs == 3
