@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +225,13 @@ def build_searcher(
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study.storage) / OPTUNA_FILE}")
     # Created here rather than by OptunaSearch (which then loads it) to name the objectives,
     # so optuna-dashboard shows id_dice and ood_specificity instead of values 0 and 1.
-    optuna.create_study(
+    optuna_study = optuna.create_study(
         storage=storage, study_name=OPTUNA_STUDY_NAME, directions=["maximize", "maximize"], load_if_exists=True
-    ).set_metric_names(list(OBJECTIVES))
+    )
+    with warnings.catch_warnings():
+        # Optuna marks this method experimental, and the warning would repeat for every study.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna_study.set_metric_names(list(OBJECTIVES))
     inner = OptunaSearch(
         space=DefineByRun(space),
         metric=list(OBJECTIVES),
