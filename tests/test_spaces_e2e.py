@@ -23,7 +23,7 @@ def ray_runtime():
 def test_space_runs_end_to_end(name, tmp_path, ray_runtime):
     folder = tmp_path / name
 
-    # Two configurations, one epoch: the paper grid runs 2 of its 5 settings.
+    # Two configurations, one epoch: the `paper` space runs 2 of its 5 grid settings.
     code = main(["--space", name, "--num-samples", "2", "--epochs", "1", "--image-size", "32", "--storage", str(folder)])
 
     assert code == 0
