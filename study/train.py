@@ -250,8 +250,11 @@ def train_trial(
 
         # Train one epoch.
         model.train()
-        total_loss, batches = 0.0, 0
-        for step, (images, masks) in enumerate(loader):
+        # Summed on the device and read once per epoch: a .item() per step would make the CPU
+        # wait for the GPU at every batch.
+        total_loss = torch.zeros((), device=device)
+        batches = 0
+        for images, masks in loader:
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
             if device.type == "cuda":
@@ -264,8 +267,6 @@ def train_trial(
             else:
                 outputs = outputs.float()
             loss = loss_fn(outputs, masks)
-            if not torch.isfinite(loss):
-                raise TrialDiverged(f"non-finite training loss {loss.item()} at epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -275,12 +276,17 @@ def train_trial(
                 loss.backward()
                 optimizer.step()
             scheduler.step()
-            total_loss += loss.item()
+            total_loss += loss.detach()
             batches += 1
+
+        # A non-finite loss anywhere in the epoch makes the sum non-finite.
+        epoch_loss = total_loss.item() / max(batches, 1)
+        if not math.isfinite(epoch_loss):
+            raise TrialDiverged(f"non-finite training loss in epoch {epoch + 1} (mean {epoch_loss})")
 
         # Validate: the two objectives and their companions on the validation splits.
         metrics = evaluate_splits(model, data.splits["id_val"], data.splits["ood_val"], config, device, autocast)
-        metrics.update(epoch=epoch + 1, train_loss=total_loss / max(batches, 1), ce_weight=loss_fn.ce_weight)
+        metrics.update(epoch=epoch + 1, train_loss=epoch_loss, ce_weight=loss_fn.ce_weight)
         _check_objectives(metrics, epoch + 1)
 
         # Test once, after the last epoch; these numbers are reported, never searched on.
