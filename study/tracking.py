@@ -158,10 +158,17 @@ class StudyTracker:
         self.client.update_run(run_id, status="RUNNING")
 
     def close_stale_runs(self) -> int:
-        """Mark child runs still RUNNING (their trial died with an earlier driver) as FAILED."""
+        """Mark this study's child runs still RUNNING (their trial died with a driver) as FAILED.
+
+        Only children of this study's parent run are touched, so another study logging to the
+        same experiment on a shared tracking server keeps its running trials.
+        """
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"attributes.status = 'RUNNING' and tags.`{ROLE_TAG}` = 'trial'",
+            filter_string=(
+                f"attributes.status = 'RUNNING' and tags.`{ROLE_TAG}` = 'trial' "
+                f"and tags.`mlflow.parentRunId` = '{self.parent_run_id}'"
+            ),
             max_results=10_000,
         )
         for run in runs:
