@@ -12,6 +12,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA_VARIABLE = "LESION_STUDY_DATA"
 
+# Keep every Ray runtime the tests start, here and in subprocesses, on 127.0.0.1. On Linux,
+# Ray 2.60 advertises the machine's network address even for a single-node runtime. This
+# switch, meant for single-node Ray on Windows and macOS, makes it use the loopback address.
+# Ray reads it at import time, so it is set before any test module imports Ray.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture
