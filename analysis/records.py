@@ -172,7 +172,7 @@ def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) ->
             return runs
 
 
-# NOTE: when the MLflow store is lost, optuna.db still holds each configuration's seed means;
+# NOTE: when the MLflow store is lost, optuna.db still contains each configuration's seed means;
 # reading that as a fallback is not implemented.
 def read_study(
     storage: Path | str | None = None, tracking_uri: str | None = None, experiment: str | None = None

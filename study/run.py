@@ -1,7 +1,7 @@
 """Run a loss study: ``python -m study.run --space loss_mix``.
 
 Every check that can fail on the user's input (space, sampler, data, GPUs, storage) runs before
-Ray starts a trial. The study folder then holds the resolved config (study.yaml), the Optuna
+Ray starts a trial. The study folder then contains the resolved config (study.yaml), the Optuna
 storage (optuna.db), the MLflow store (mlflow.db, mlartifacts/), Ray Tune's experiment (ray/)
 and the report (report/).
 """

@@ -1,7 +1,7 @@
 """MLflow records of a study: one parent run per study, one child run per trial.
 
 Only the driver process writes to MLflow, so many concurrent trials never open the SQLite store
-at once (SQLite allows one writer; several processes writing give "database is locked").
+at once. SQLite allows one writer, and several processes writing give "database is locked".
 Nothing here imports Ray: the Tune adapter calls these methods from its callbacks.
 """
 

@@ -91,7 +91,8 @@ def test_report_on_degenerate_studies(tmp_path, trials):
         assert configurations[["n", "n_failed"]].values.tolist() == [[0, 2]]
         assert not configurations["front"].any()
     if trials and trials[0][3]:
-        assert configurations["front"].tolist() == [True] and configurations["p_front"].tolist() == [1.0]
+        assert configurations["front"].tolist() == [True]
+        assert configurations["p_front"].tolist() == [1.0]
 
 
 def test_report_without_mlflow_logging_and_custom_output(tmp_path):
@@ -99,7 +100,8 @@ def test_report_without_mlflow_logging_and_custom_output(tmp_path):
 
     report = write_report(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", experiment="t", output=tmp_path / "out", log_to_mlflow=False)
 
-    assert report == tmp_path / "out" and (report / "report.md").is_file()
+    assert report == tmp_path / "out"
+    assert (report / "report.md").is_file()
     assert artifacts(folder) == set()
 
 
@@ -131,7 +133,8 @@ def test_report_and_reevaluation_of_a_real_study(tmp_path):
     assert configurations["n"].tolist() == [3, 3]
     assert {"test_id_dice_mean", "test_reference_dice_mean", "test_reference_empty_fraction_mean", "front", "p_front"} <= set(configurations)
     comparisons = pd.read_csv(report / "comparisons.csv")
-    assert len(comparisons) == 2 and comparisons["n_pairs"].tolist() == [3, 3]
+    assert len(comparisons) == 2
+    assert comparisons["n_pairs"].tolist() == [3, 3]
     assert comparisons["test"].str.startswith("sign-flip").all()
     assert len(pd.read_csv(report / "runs.csv")) == 6
     assert artifacts(folder, "rep") == {f"report/{name}" for name in FILES}
@@ -146,7 +149,8 @@ def test_report_and_reevaluation_of_a_real_study(tmp_path):
     runs = pd.read_csv(again / "reevaluation_runs.csv")
     summary = pd.read_csv(again / "reevaluation_configurations.csv")
     front = set(configurations.loc[configurations["front"], "config_id"])
-    assert set(runs["config_id"]) == front and set(summary["config_id"]) == front
+    assert set(runs["config_id"]) == front
+    assert set(summary["config_id"]) == front
     assert {"test_id_dice_mean", "test_id_dice_ci_low", "n"} <= set(summary)
     recorded = configurations.set_index("config_id").loc[sorted(front), "test_id_dice_mean"].tolist()
     assert summary.set_index("config_id").loc[sorted(front), "test_id_dice_mean"].tolist() == pytest.approx(recorded, abs=1e-6)

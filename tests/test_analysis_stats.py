@@ -64,8 +64,12 @@ def test_t_interval_of_one_two_three():
 def test_t_interval_skips_nan_and_needs_two_values():
     assert t_interval([1.0, math.nan, 3.0])[:3] == (2.0, pytest.approx(math.sqrt(2)), 2)
     mean, std, n, low, high = t_interval([0.7])
-    assert (mean, n) == (0.7, 1) and math.isnan(std) and math.isnan(low) and math.isnan(high)
-    assert t_interval([])[2] == 0 and math.isnan(t_interval([math.nan])[0])
+    assert (mean, n) == (0.7, 1)
+    assert math.isnan(std)
+    assert math.isnan(low)
+    assert math.isnan(high)
+    assert t_interval([])[2] == 0
+    assert math.isnan(t_interval([math.nan])[0])
 
 
 def test_failed_runs_are_excluded_and_counted():
@@ -89,7 +93,8 @@ def test_all_failed_configuration_is_never_on_the_front():
     table = add_front(aggregate_configurations(runs), runs)
 
     assert table["front"].tolist() == [False, True]
-    assert math.isnan(table["p_front"].iloc[0]) and table["p_front"].iloc[1] == 1.0
+    assert math.isnan(table["p_front"].iloc[0])
+    assert table["p_front"].iloc[1] == 1.0
 
 
 def test_front_probability_dominated_and_sole():
@@ -102,7 +107,7 @@ def test_front_probability_dominated_and_sole():
     assert front_probability(runs[runs["config_id"] == "b"], ["b"]).tolist() == [1.0]
 
 
-def test_front_probability_is_reproducible_and_between_zero_and_one():
+def test_front_probability_reproducible_and_bounded():
     # Two configurations whose seeds cross: each is on the front in some resamplings.
     runs = run_table([
         ("a", "ce", 0, 0.9, 0.1), ("a", "ce", 1, 0.1, 0.9),
@@ -126,8 +131,10 @@ def test_hypervolume_overall_and_per_family_by_hand():
     assert table.loc["dice", "hypervolume"] == pytest.approx(0.24)
     assert table.loc["mixture", "hypervolume"] == pytest.approx(0.30)
     # Identical seeds leave nothing to resample: the interval is the point.
-    assert table.loc["all", "ci_low"] == pytest.approx(0.38) and table.loc["all", "ci_high"] == pytest.approx(0.38)
-    assert (table["reference_id_dice"] == 0.0).all() and (table["reference_ood_specificity"] == 0.0).all()
+    assert table.loc["all", "ci_low"] == pytest.approx(0.38)
+    assert table.loc["all", "ci_high"] == pytest.approx(0.38)
+    assert (table["reference_id_dice"] == 0.0).all()
+    assert (table["reference_ood_specificity"] == 0.0).all()
 
 
 def test_hypervolume_reference_point_is_used_and_recorded():
@@ -153,7 +160,8 @@ def test_holm_on_three_p_values_by_hand():
     assert holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5, 0.6]).tolist() == pytest.approx([1.0, 1.0])
     adjusted = holm([0.02, math.nan, 0.04])
-    assert adjusted[[0, 2]].tolist() == pytest.approx([0.04, 0.04]) and math.isnan(adjusted[1])
+    assert adjusted[[0, 2]].tolist() == pytest.approx([0.04, 0.04])
+    assert math.isnan(adjusted[1])
 
 
 def test_sign_flip_test_exact_p():
@@ -174,11 +182,13 @@ def test_rank_biserial_by_hand():
 
 def test_paired_test_switches_to_wilcoxon_at_six_pairs():
     name, _, p = paired_test([1.0, 2.0, 3.0, 4.0, 5.0])
-    assert name.startswith("sign-flip") and p == pytest.approx(2 / 32)
+    assert name.startswith("sign-flip")
+    assert p == pytest.approx(2 / 32)
 
     # Six positive distinct differences: the exact Wilcoxon p is 2 / 2**6.
     name, statistic, p = paired_test([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
-    assert name == "wilcoxon signed-rank" and p == pytest.approx(0.03125)
+    assert name == "wilcoxon signed-rank"
+    assert p == pytest.approx(0.03125)
 
 
 def test_compare_families_pairs_by_seed():
@@ -195,8 +205,10 @@ def test_compare_families_pairs_by_seed():
     # Seed 3 has no partner; the differences are 0.1, 0.2, -0.05.
     assert (row["n_pairs"], row["seeds"]) == (3, "0,1,2")
     assert row["mean_difference"] == pytest.approx(0.25 / 3)
-    assert row["p_value"] == 0.5 and row["rank_biserial"] == pytest.approx(4 / 6)
-    assert row["p_holm"] == pytest.approx(min(1.0, 0.5 * 4)) and not row["significant"]
+    assert row["p_value"] == 0.5
+    assert row["rank_biserial"] == pytest.approx(4 / 6)
+    assert row["p_holm"] == pytest.approx(min(1.0, 0.5 * 4))
+    assert not row["significant"]
 
 
 def test_wrong_number_of_objectives_is_a_clear_error():
@@ -213,7 +225,9 @@ def test_empty_tables_give_empty_results():
 
     configurations = add_front(aggregate_configurations(empty), empty)
 
-    assert configurations.empty and "front" in configurations and "id_dice_mean" in configurations
+    assert configurations.empty
+    assert "front" in configurations
+    assert "id_dice_mean" in configurations
     assert hypervolume_table(configurations, empty).empty
     assert compare_families(empty).empty
     assert convergence(configurations).empty

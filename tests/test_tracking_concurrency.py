@@ -33,7 +33,7 @@ def finished_trial_runs(tracking_uri, name):
     return [run for run in runs if run.info.status == "FINISHED"], runs
 
 
-def most_at_once(runs) -> int:
+def max_overlapping_runs(runs) -> int:
     """Return the largest number of runs whose [start, end] intervals overlap."""
     events = sorted([(run.info.start_time, 1) for run in runs] + [(run.info.end_time, -1) for run in runs])
     current = best = 0
@@ -56,7 +56,7 @@ def test_eight_concurrent_trials_no_lock_errors(tmp_path):
     assert len(runs) == 8
     assert len(finished) == 8
     # MLflow runs open when Tune starts a trial and close when it ends.
-    assert most_at_once(runs) == 8
+    assert max_overlapping_runs(runs) == 8
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Split names used by the training loop and the reports. The searcher sees only the
-# validation splits; the test splits are reported, never used to select anything.
+# Split names used by the training loop and the reports. The searcher reads only the
+# validation splits. The test splits are reported, never used to select anything.
 ID_SPLITS = ("train", "id_val", "id_test")
 OOD_SPLITS = ("ood_val", "ood_test")
 SPLITS = ID_SPLITS + OOD_SPLITS

@@ -171,7 +171,7 @@ def _load_split(entry: Path, name: str, meta: dict) -> Split:
     images = np.load(entry / f"{name}_images.npy", mmap_mode="r")
     masks = np.load(entry / f"{name}_masks.npy", mmap_mode="r")
     if list(images.shape) != meta["images_shape"]:
-        raise ValueError(f"{name}_images.npy has shape {images.shape}, index says {meta['images_shape']}")
+        raise ValueError(f"{name}_images.npy has shape {images.shape}, index.json records {meta['images_shape']}")
 
     originals = None
     if meta["original_shapes"] is not None:
@@ -181,7 +181,7 @@ def _load_split(entry: Path, name: str, meta: dict) -> Split:
             originals.append(flat[start : start + height * width].reshape(height, width))
             start += height * width
         if start != flat.size:
-            raise ValueError(f"{name}_original_masks.npy holds {flat.size} values, index says {start}")
+            raise ValueError(f"{name}_original_masks.npy contains {flat.size} values, index.json records {start}")
     return Split(images=images, masks=masks, names=list(meta["names"]), original_masks=originals)
 
 
