@@ -53,7 +53,7 @@ def markdown_table(table: pd.DataFrame, columns: Sequence[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _with_intervals(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+def with_intervals(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """Add one text column per metric: "mean [low, high]"."""
     formatted = table.copy()
     for name in names:
@@ -106,14 +106,14 @@ def render_markdown(
         "`p_front` is the share of 1000 bootstrap resamplings of seeds in which the configuration stays "
         "on the front. Failed runs are excluded and counted in `n_failed`.",
         "",
-        markdown_table(_with_intervals(front, objectives), ["config_id", *settings, "n", "n_failed", *objectives, "p_front"]),
+        markdown_table(with_intervals(front, objectives), ["config_id", *settings, "n", "n_failed", *objectives, "p_front"]),
         "## The same configurations on test",
         "",
         "Chosen on validation above; the test splits (id_test and ood_test) are only reported. "
         "`test_reference_dice` and `test_reference_empty_fraction` are the reference study's figures "
         "(Dice over all images with empty-on-lesion-free scoring 1, and the share of empty predictions).",
         "",
-        markdown_table(_with_intervals(front, TEST_COLUMNS), ["config_id", "n", *TEST_COLUMNS]),
+        markdown_table(with_intervals(front, TEST_COLUMNS), ["config_id", "n", *TEST_COLUMNS]),
         "## Hypervolume",
         "",
         f"Area dominated by the configuration means, bounded below by the reference point "
@@ -136,7 +136,7 @@ def render_markdown(
         "## All configurations",
         "",
         markdown_table(
-            _with_intervals(configurations, objectives),
+            with_intervals(configurations, objectives),
             ["config_id", *settings, "n", "n_failed", "n_incomplete", *objectives, "front", "p_front"],
         ),
         "## Files",

@@ -24,9 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import albumentations as A
 import numpy as np
 
+import study  # noqa: F401  (first, so albumentations skips its online version check)
+import albumentations as A
 from study.data.bundle import ID_SPLITS
 from study.data.cache import load_cached_bundle
 from study.data.check import plan_dataset

@@ -11,13 +11,16 @@ is timed four ways, one after another in this process:
     (b) Tune trial   a minimal ``tune.Tuner`` over ``study.tuning.trainable`` (no searcher, no MLflow)
     (b') study of 1  ``study.run.main`` with one configuration: Optuna, MLflow and the report included
     (c) study of N   ``study.run.main`` with N configurations, N trials at once, 1 CPU each
+    (d) study of M   ``study.run.main`` with M configurations run one after another, 1 CPU each;
+                     Tune reuses the first trial's worker process for the others
 
 Ray is started once (``ray.init``) before (b), and its start-up time is printed on its own line;
 ``study.run.main`` reuses the running runtime. The fixed overhead of a path is its wall time minus
 the training time its longest trial reports (Tune's ``time_total_s``). That difference does not
 move when other jobs slow the training down, unlike the wall time minus (a), which is printed too.
 Its fraction of a 60 s trial is an extrapolation that assumes the overhead does not grow with the
-trial's length.
+trial's length. From (b') and (d), the fixed cost of each further trial in a running study is
+((d) fixed - (b') fixed) / (M - 1): the study's start-up and report are paid once and drop out.
 """
 
 from __future__ import annotations
@@ -101,15 +104,19 @@ def trial_times(storage: Path, name: str) -> list[float]:
     return times
 
 
-def time_study(num_configs: int, epochs: int, image_size: int, folder: Path, log) -> tuple[float, list[float]]:
+def time_study(
+    num_configs: int, epochs: int, image_size: int, folder: Path, log, concurrent: int | None = None
+) -> tuple[float, list[float]]:
     """Return (wall time of ``study.run.main``, each trial's ``time_total_s``) for a loss_mix study."""
     from study.run import main
 
-    storage = folder / f"study_{num_configs}"
+    concurrent = concurrent or num_configs
+    name = f"overhead{num_configs}x{concurrent}"
+    storage = folder / name
     argv = [
         "--space", "loss_mix", "--num-samples", str(num_configs), "--epochs", str(epochs),
-        "--image-size", str(image_size), "--cpus-per-trial", "1", "--max-concurrent", str(num_configs),
-        "--storage", str(storage), "--name", f"overhead{num_configs}",
+        "--image-size", str(image_size), "--cpus-per-trial", "1", "--max-concurrent", str(concurrent),
+        "--storage", str(storage), "--name", name,
     ]
     started = time.perf_counter()
     with contextlib.redirect_stdout(log):
@@ -117,7 +124,7 @@ def time_study(num_configs: int, epochs: int, image_size: int, folder: Path, log
     wall = time.perf_counter() - started
     if code != 0:
         raise RuntimeError(f"study.run.main {' '.join(argv)} exited with {code}; see {log.name}")
-    return wall, trial_times(storage, f"overhead{num_configs}")
+    return wall, trial_times(storage, name)
 
 
 def main() -> int:
@@ -125,6 +132,7 @@ def main() -> int:
     parser.add_argument("--image-size", type=int, default=32, help="synthetic image side in pixels (default: 32)")
     parser.add_argument("--epochs", type=int, default=2, help="training epochs per trial (default: 2)")
     parser.add_argument("--trials", type=int, default=2, help="N, the trials run at once in (c), 1 CPU each (default: 2)")
+    parser.add_argument("--sequential", type=int, default=4, help="M, the trials run one after another in (d) (default: 4)")
     args = parser.parse_args()
 
     # Keep the table readable: the study's INFO lines and Tune's progress go to a log file.
@@ -148,6 +156,7 @@ def main() -> int:
                 tune_wall, tune_inner = time_tune_trial(config, args.image_size, folder / "tune")
                 one_wall, one_inner = time_study(1, args.epochs, args.image_size, folder, log)
                 many_wall, many_inner = time_study(args.trials, args.epochs, args.image_size, folder, log)
+                chain_wall, chain_inner = time_study(args.sequential, args.epochs, args.image_size, folder, log, concurrent=1)
         finally:
             ray.shutdown()
 
@@ -156,6 +165,7 @@ def main() -> int:
         {"path": "(b) one Tune trial (Tuner.fit)", "wall_s": tune_wall, "trial_s": tune_inner},
         {"path": "(b') study.run.main, 1 configuration", "wall_s": one_wall, "trial_s": max(one_inner)},
         {"path": f"(c) study.run.main, {args.trials} trials at once", "wall_s": many_wall, "trial_s": max(many_inner)},
+        {"path": f"(d) study.run.main, {args.sequential} trials one after another", "wall_s": chain_wall, "trial_s": sum(chain_inner)},
     ]
     for row in rows:
         row["fixed_s"] = row["wall_s"] - row["trial_s"]
@@ -163,7 +173,7 @@ def main() -> int:
         row["fixed_of_trial"] = row["fixed_s"] / in_process
         row["fixed_of_60s_trial"] = row["fixed_s"] / REFERENCE_TRIAL_S
     print(f"\nray.init (once, not per trial): {ray_start:.2f} s")
-    print("wall_s: the path's wall time; trial_s: Tune's time_total_s of its longest trial (for (a), the wall time);")
+    print("wall_s: the path's wall time; trial_s: Tune's time_total_s of its longest trial (the sum for (d); for (a), the wall time);")
     print("fixed_s: wall_s minus trial_s, time spent outside training (worker start, scheduling, searcher, MLflow, report);")
     print("wall_minus_a_s: wall_s minus (a), which also holds any slow-down of training itself;")
     print("fixed_of_trial: fixed_s / (a); fixed_of_60s_trial: fixed_s / 60 s, an extrapolation\n")
@@ -173,9 +183,15 @@ def main() -> int:
     tune_row = rows[1]
     verdict = "meets" if tune_row["fixed_of_60s_trial"] <= TARGET_FRACTION else "misses"
     print(
-        f"\nPer-trial fixed overhead of a Tune trial: {tune_row['fixed_s']:.2f} s, "
+        f"\nFixed overhead of a lone Tune trial: {tune_row['fixed_s']:.2f} s, "
         f"{tune_row['fixed_of_trial']:.1%} of this {in_process:.1f} s trial. Extrapolated to a 60 s trial it is "
         f"{tune_row['fixed_of_60s_trial']:.1%}, which {verdict} the {TARGET_FRACTION:.0%} target."
+    )
+    further = (rows[4]["fixed_s"] - rows[2]["fixed_s"]) / max(args.sequential - 1, 1)
+    verdict = "meets" if further / REFERENCE_TRIAL_S <= TARGET_FRACTION else "misses"
+    print(
+        f"Fixed cost of each further trial in a study ((d) - (b')) / {max(args.sequential - 1, 1)}: {further:.2f} s, "
+        f"{further / REFERENCE_TRIAL_S:.1%} of a 60 s trial, which {verdict} the {TARGET_FRACTION:.0%} target."
     )
     return 0
 

@@ -185,6 +185,9 @@ class StudyConfig:
     tracking_uri: str | None = None
     sampler: str | None = None
     sampler_seed: int = 0
+    # Run the space's initial points first (e.g. CE, Dice and 0.5/0.5 for loss_mix). Off when
+    # another study already ran those settings with the same seeds.
+    initial_points: bool = True
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None

@@ -125,7 +125,7 @@ def build_manifest(
             "description": space.description,
             "sampler": study_config.get("sampler") or space.sampler,
             "sampler_seed": study_config.get("sampler_seed"),
-            "initial_points": [dict(point) for point in space.initial_points],
+            "initial_points": [dict(point) for point in space.initial_points] if study_config.get("initial_points", True) else [],
             "grid": {key: list(values) for key, values in (space.grid or {}).items()},
         },
         "metrics": {

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--seed-offset", type=int, help="first trial seed; seeds are offset..offset+K-1 (default: 0)")
     what.add_argument("--sampler", choices=SAMPLERS, help="override the space's Optuna sampler")
     what.add_argument("--sampler-seed", type=int, help="seed of the Optuna sampler (default: 0)")
+    what.add_argument(
+        "--no-initial-points", dest="initial_points", action="store_false", default=None,
+        help="skip the space's initial points (e.g. loss_mix's CE, Dice and 0.5/0.5) and let the sampler choose every configuration",
+    )
 
     data = parser.add_argument_group("data and training")
     data.add_argument(

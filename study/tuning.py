@@ -218,10 +218,11 @@ def build_searcher(
 ) -> SeedGroupSearcher:
     """Build the Optuna searcher (stored in SQLite in the study folder), wrapped for seeds.
 
-    Only as many of the space's initial points as there are configurations are enqueued:
-    Optuna keeps an enqueued point as a WAITING trial until it runs.
+    Only as many of the space's initial points as there are configurations are enqueued, because
+    Optuna keeps an enqueued point as a WAITING trial until it runs. ``study.initial_points``
+    false enqueues none.
     """
-    points = [dict(point) for point in space.initial_points[:num_configs]]
+    points = [dict(point) for point in space.initial_points[:num_configs]] if study.initial_points else []
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(study.storage) / OPTUNA_FILE}")
     # Created here rather than by OptunaSearch (which then loads it) to name the objectives,
     # so optuna-dashboard shows id_dice and ood_specificity instead of values 0 and 1.
@@ -278,5 +279,8 @@ def build_tuner(
         num_samples=num_configs * study.seeds,
         max_concurrent_trials=study.max_concurrent,
         trial_dirname_creator=trial_folder_name,
+        # A finished trial's worker process runs the next one, so each trial does not pay for a
+        # new process and the torch/timm imports (several seconds on a small machine).
+        reuse_actors=True,
     )
     return tune.Tuner(runnable(study, data), tune_config=tune_config, run_config=run_config)

@@ -18,6 +18,16 @@ DATA_VARIABLE = "LESION_STUDY_DATA"
 # Ray reads it at import time, so it is set before any test module imports Ray.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+# Ray's dashboard process, started even without the dashboard, sends HTTP requests to the cloud
+# metadata address 169.254.169.254 and to metadata.google.internal to detect its cloud, and a
+# `ray start` cluster also posts a usage notice. Those requests use `requests`, which reads these
+# variables, so they end at a closed port on 127.0.0.1 instead of leaving the machine. gRPC reads
+# only the lower-case names, so Ray's own connections are not affected.
+os.environ["HTTP_PROXY"] = os.environ["HTTPS_PROXY"] = "http://127.0.0.1:9"
+os.environ["NO_PROXY"] = "127.0.0.1,localhost,::1"
+for name in ("http_proxy", "https_proxy", "no_proxy"):
+    os.environ.pop(name, None)
+
 
 @pytest.fixture
 def real_data_root() -> Path:

@@ -193,3 +193,35 @@ def test_resume_with_other_space_rejected(tmp_path):
     with pytest.raises(ConfigError, match="has space 'loss_mix', not 'paper'"):
         parse("--resume", "--storage", str(folder), "--space", "paper")
     assert parse("--resume", "--storage", str(folder)).epochs == 3
+
+
+def first_configuration(tmp_path, *flags):
+    """Return the first configuration a loss_mix study's searcher suggests with these flags."""
+    from study.tuning import build_searcher
+
+    study = resolve_config(build_parser().parse_args(["--space", "loss_mix", "--storage", str(tmp_path), *flags]))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    searcher = build_searcher(validate(study), study, {"epochs": 1}, num_configs=3)
+    return searcher.suggest("t0")
+
+
+def test_initial_points_run_first_by_default(tmp_path):
+    config = first_configuration(tmp_path)
+
+    assert config["ce_weight"] == 0.0
+    assert config["dice_variant"] == "per_image"
+
+
+def test_no_initial_points_flag_skips_them(tmp_path):
+    config = first_configuration(tmp_path, "--no-initial-points")
+
+    assert config["ce_weight"] not in (0.0, 0.5, 1.0)
+
+
+def test_initial_points_off_in_config_file(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text("space: loss_mix\ninitial_points: false\n")
+
+    study = resolve_config(build_parser().parse_args(["--config", str(config)]))
+
+    assert study.initial_points is False
