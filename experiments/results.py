@@ -347,8 +347,8 @@ def header_lines(out: Path, datasets) -> list[str]:
         "flip augmentation, threshold 0.5, the last epoch's model.",
         "- Splits: 60/20/20 train/validation/test of the lesion images, and the lesion-free images halved into "
         "validation and test (split seed 0).",
-        "- loss_mix: the same model, recipe and budget. Multi-objective TPE picks every CE weight and Dice "
-        "variant (the first four at random), because the space's usual initial points (CE, per-image Dice and "
+        "- loss_mix: the same model, recipe and budget per configuration. Multi-objective TPE picks every CE "
+        "weight and Dice variant (its first four picks are random start-up trials), because the space's usual initial points (CE, per-image Dice and "
         "0.5/0.5) are the paper study's settings, already run with the same seeds.",
         "",
         "`<out>` stands for the `--out` folder.",
