@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the configs' input side (128), for every dataset or per dataset, e.g. kvasir_seg=32 fuseg=128",
     )
     parser.add_argument("--seeds", type=int, help="override the configs' seeds per configuration (3)")
-    parser.add_argument("--mix-samples", type=int, help="override the loss_mix configurations (3)")
+    parser.add_argument("--mix-samples", type=int, help="override the loss_mix configurations (2)")
     parser.add_argument("--no-results", action="store_true", help="run the studies only")
     return parser
 

@@ -253,18 +253,19 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
         "",
         "### Validation (the splits the front is chosen on)",
         "",
-        "Seed mean with its 95% Student t interval over seeds. `ood_fp_burden` is the mean share of "
+        "Seed mean with its 95% Student t interval over the `n` finished seeds; `n_failed` runs did not finish "
+        "and count nowhere (their reasons are in the study's `report/runs.csv`). `ood_fp_burden` is the mean share of "
         "pixels predicted as lesion on a lesion-free image; `auroc_max_prob` separates lesion from "
         "lesion-free images by the highest pixel probability.",
         "",
-        markdown_table(with_intervals(table, VALIDATION), ["setting", "n", *VALIDATION]),
+        markdown_table(with_intervals(table, VALIDATION), ["setting", "n", "n_failed", *VALIDATION]),
         "### Test (reported only, never used to choose)",
         "",
         "`test_reference_dice` scores each lesion-free image 1 when nothing is predicted and 0 otherwise, "
         "averaged with the Dice of the lesion images; `test_reference_empty_fraction` is the share of all "
         "test images with an empty prediction. These are the reference's two figures.",
         "",
-        markdown_table(with_intervals(table, TEST), ["setting", "n", *TEST]),
+        markdown_table(with_intervals(table, TEST), ["setting", "n", "n_failed", *TEST]),
         "### CE against each other setting",
         "",
         "Paired by seed; `other_minus_ce` > 0 favours the other setting. "
