@@ -96,6 +96,8 @@ class SeedGroupSearcher(Searcher):
         # Every seed has finished: tell Optuna the mean, or a failure.
         values = self._mean_objectives(group)
         if values is None:
+            # NOTE: when a seed fails because its Ray node died and --resume later completes it
+            # from a checkpoint, Optuna keeps this FAIL; MLflow and the analysis count the run.
             logger.warning("configuration %s failed in at least one seed; Optuna records it as FAIL", config_id)
             self._inner.on_trial_complete(group.searcher_key, result=None, error=True)
         else:
