@@ -80,7 +80,7 @@ def configurations_of(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def setting_label(row: pd.Series) -> str:
-    """A readable name of a configuration: the paper's setting, or the mixture weight and Dice variant."""
+    """Return a readable name of a configuration: the paper's setting, or the mixture weight and Dice variant."""
     setting = row.get("loss_setting")
     if isinstance(setting, str) and setting:
         return SETTING_NAMES.get(setting, setting)
@@ -124,6 +124,7 @@ def ce_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
                 "mean_ce": row["mean_a"] if flip else row["mean_b"],
                 "mean_other": row["mean_b"] if flip else row["mean_a"],
                 "other_minus_ce": sign * row["mean_difference"],
+                "rank_biserial": sign * row["rank_biserial"],
                 "test": row["test"], "p_value": row["p_value"],
             })
     result = pd.DataFrame(rows)
@@ -212,7 +213,7 @@ def _yes(flag: bool) -> str:
 
 
 def reference_table(table: pd.DataFrame) -> str:
-    """The reference's polyp numbers beside this run's, in the reference's units (%)."""
+    """Return the reference's polyp numbers beside this run's as a Markdown table, in the reference's units (%)."""
     rows = []
     for setting in SETTING_ORDER:
         cv, test_dice, empty = REFERENCE_KVASIR[setting]
@@ -239,6 +240,7 @@ def study_settings(storage: Path) -> dict:
 
 
 def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[str]:
+    """Return the Markdown lines of one dataset's section; its Pareto plot goes to ``figures``."""
     paper_folder, mix_folder = out / f"{dataset}_paper", out / f"{dataset}_loss_mix"
     paper = load(paper_folder)
     mix = load(mix_folder) if (mix_folder / "mlflow.db").is_file() else None
@@ -268,11 +270,15 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
         markdown_table(with_intervals(table, TEST), ["setting", "n", "n_failed", *TEST]),
         "### CE against each other setting",
         "",
-        "Paired by seed; `other_minus_ce` > 0 favours the other setting. "
+        "Paired by seed; `other_minus_ce` > 0 favours the other setting, and `rank_biserial` is +1 or -1 when "
+        "every seed moves the same way. "
         + _power_note(comparisons)
         + " `p_holm` is Holm-corrected over this table.",
         "",
-        markdown_table(comparisons, ["split", "metric", "other", "n_pairs", "mean_ce", "mean_other", "other_minus_ce", "test", "p_value", "p_holm"]),
+        markdown_table(
+            comparisons,
+            ["split", "metric", "other", "n_pairs", "mean_ce", "mean_other", "other_minus_ce", "rank_biserial", "test", "p_value", "p_holm"],
+        ),
     ]
     if mix is not None:
         joint_runs, joint = joint_table(paper, mix)
@@ -315,7 +321,8 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
     return lines
 
 
-def header_lines(out: Path, datasets) -> list[str]:
+def header_lines(out: Path) -> list[str]:
+    """Return the page's opening: the commands, the settings, wall times, machine and versions."""
     timings_path = out / "timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     studies = timings.get("studies", {})
@@ -354,24 +361,34 @@ def header_lines(out: Path, datasets) -> list[str]:
         "",
         "`<out>` stands for the `--out` folder.",
         "",
-        "| study | wall time (min) | exit | command |",
-        "|---|---:|---:|---|",
+        "| study | wall time (min) | exit | commit | command |",
+        "|---|---:|---:|---|---|",
     ]
     for name, entry in studies.items():
-        lines.append(f"| {name} | {entry.get('wall_s', 0.0) / 60:.1f} | {entry.get('exit', '')} | `{_command_text(entry, out)}` |")
+        wall = f"{entry.get('wall_s', 0.0) / 60:.1f}"
+        if "--resume" in entry.get("command", []):
+            wall += " (interrupted, then resumed; both runs)"
+        product = study_settings(out / name).get("product", {})
+        commit = str(product.get("commit") or "?")[:7] + (" (with local changes)" if product.get("dirty") else "")
+        lines.append(f"| {name} | {wall} | {entry.get('exit', '')} | {commit} | `{_command_text(entry, out)}` |")
     lines += [
         "",
         f"Total: {total / 60:.1f} min on {machine.get('cpus', '?')} CPU cores ({machine.get('platform', '?')}), "
         f"Python {machine.get('python', '?')}, no GPU.",
         "",
-        "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if name not in ("cuda", "cudnn")) + ".",
+        "Versions: "
+        + ", ".join(
+            f"{name} {version}" for name, version in versions.items()
+            if name not in ("cuda", "cudnn") and version != "not installed"
+        )
+        + ".",
         "",
     ]
     return lines
 
 
 def _command_text(entry: dict, out: Path) -> str:
-    """The recorded command, with the repository and the --out folder written as relative names."""
+    """Return the recorded command, with the repository and the --out folder written as relative names."""
     text = "python " + " ".join(entry.get("command", []))
     return text.replace(f"{Path(__file__).resolve().parent.parent}/", "").replace(str(out.resolve()), "<out>")
 
@@ -387,7 +404,7 @@ def write_results(out: Path, page: Path, datasets=("kvasir_seg", "fuseg")) -> Pa
         )
     figures = page.parent / page.stem
     figures.mkdir(parents=True, exist_ok=True)
-    lines = header_lines(out, datasets)
+    lines = header_lines(out)
     for dataset in datasets:
         lines += dataset_section(dataset, out, figures, page)
     page.parent.mkdir(parents=True, exist_ok=True)
