@@ -133,8 +133,10 @@ def ce_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
-def joint_table(paper: tuple[pd.DataFrame, pd.DataFrame], mix: tuple[pd.DataFrame, pd.DataFrame] | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Runs and configurations of both studies together, the front recomputed over all of them."""
+def joint_configurations(
+    paper: tuple[pd.DataFrame, pd.DataFrame], mix: tuple[pd.DataFrame, pd.DataFrame] | None
+) -> pd.DataFrame:
+    """Return the configurations of both studies together, with the front recomputed over all of them."""
     frames = []
     for prefix, pair in (("paper", paper), ("mix", mix)):
         if pair is None:
@@ -143,8 +145,7 @@ def joint_table(paper: tuple[pd.DataFrame, pd.DataFrame], mix: tuple[pd.DataFram
         labels = {config: setting_label(group.iloc[0]) for config, group in runs.groupby("config_id")}
         runs["config_id"] = [f"{prefix}:{labels[config]}" for config in runs["config_id"]]
         frames.append(runs)
-    runs = pd.concat(frames, ignore_index=True)
-    return runs, configurations_of(runs)
+    return configurations_of(pd.concat(frames, ignore_index=True))
 
 
 def _mean(table: pd.DataFrame, setting: str, name: str) -> float:
@@ -235,6 +236,7 @@ def reference_table(table: pd.DataFrame) -> str:
 
 
 def study_settings(storage: Path) -> dict:
+    """Return a study folder's manifest.json as a dict, or {} when the study wrote none."""
     manifest = storage / "manifest.json"
     return json.loads(manifest.read_text()) if manifest.is_file() else {}
 
@@ -244,13 +246,15 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
     paper_folder, mix_folder = out / f"{dataset}_paper", out / f"{dataset}_loss_mix"
     paper = load(paper_folder)
     mix = load(mix_folder) if (mix_folder / "mlflow.db").is_file() else None
+    paper_runs = paper[0]
     table = by_setting(paper[1])
-    comparisons = ce_comparisons(paper[0])
-    lines = [f"## {DATASET_TITLES.get(dataset, dataset)}", ""]
-    split = paper[0]
-    lines += [
+    comparisons = ce_comparisons(paper_runs)
+
+    lines = [
+        f"## {DATASET_TITLES.get(dataset, dataset)}",
+        "",
         f"Study folders: `{paper_folder.name}` and `{mix_folder.name}`. "
-        f"Runs: {len(split)} in the paper study ({int((split['status'] == 'FINISHED').sum())} finished)"
+        f"Runs: {len(paper_runs)} in the paper study ({int((paper_runs['status'] == 'FINISHED').sum())} finished)"
         + (f", {len(mix[0])} in the loss_mix study." if mix is not None else "; the loss_mix study has no records yet."),
         "",
         "### Validation (the splits the front is chosen on)",
@@ -280,8 +284,9 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
             ["split", "metric", "other", "n_pairs", "mean_ce", "mean_other", "other_minus_ce", "rank_biserial", "test", "p_value", "p_holm"],
         ),
     ]
+
+    joint = joint_configurations(paper, mix)
     if mix is not None:
-        joint_runs, joint = joint_table(paper, mix)
         mix_rows = joint[joint["config_id"].str.startswith("mix:")].sort_values("ce_weight")
         lines += [
             "### The continuous CE weight (loss_mix), same budget per configuration",
@@ -294,10 +299,10 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
                 ["config_id", "n", "id_dice", "ood_specificity", "test_id_dice", "test_ood_specificity", "front", "p_front"],
             ),
         ]
-    else:
-        joint_runs, joint = joint_table(paper, None)
+
     figure = figures / f"{dataset}_pareto.png"
     plots.pareto_png(joint, figure, title=f"{dataset}: five settings and loss_mix, validation")
+
     lines += [
         "### Pareto plot",
         "",
@@ -307,6 +312,7 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
         "both studies. The per-study reports (with an interactive plot) are in each study folder's `report/`.",
         "",
     ]
+
     if dataset == "kvasir_seg":
         lines += [
             "### Side by side with the reference",
@@ -317,6 +323,13 @@ def dataset_section(dataset: str, out: Path, figures: Path, page: Path) -> list[
             "",
             reference_table(table),
         ]
+    else:
+        lines += [
+            "The reference's numbers quoted on this page are for polyps only, so this dataset is compared with "
+            "the reference's pattern alone.",
+            "",
+        ]
+
     lines += ["### Which parts of the pattern reproduce", "", *verdicts(table, comparisons), ""]
     return lines
 
@@ -331,6 +344,7 @@ def header_lines(out: Path) -> list[str]:
     settings = manifest.get("study", {})
     machine = timings.get("machine", {})
     total = sum(entry.get("wall_s", 0.0) for entry in studies.values())
+
     lines = [
         "# Results: the reference's loss comparison, rerun at CPU scale",
         "",
@@ -364,6 +378,7 @@ def header_lines(out: Path) -> list[str]:
         "| study | wall time (min) | exit | commit | command |",
         "|---|---:|---:|---|---|",
     ]
+
     for name, entry in studies.items():
         wall = f"{entry.get('wall_s', 0.0) / 60:.1f}"
         if "--resume" in entry.get("command", []):
